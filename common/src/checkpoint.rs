@@ -1,0 +1,277 @@
+//! Strict, memory-mapped safetensors checkpoints.
+//!
+//! Loading copies every tensor of one or more safetensors files into the
+//! variables of a [`tch::nn::VarStore`], matched by name. It is strict: a
+//! variable with no tensor, a tensor with no variable, or a tensor of another
+//! shape is an error that names the tensor. Values are converted to the dtype
+//! of the variable, so a bf16 checkpoint loads into an f32 model and back.
+
+use crate::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+/// The file name of a single-file checkpoint in a model directory.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// The file name of the index of a sharded checkpoint in a model directory.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Options of [`load_into`].
+#[derive(Default)]
+pub struct LoadOptions<'a> {
+    /// Suffixes of checkpoint tensors that are allowed to go unused, such as
+    /// buffers that the model recomputes (`rotary_emb.inv_freq`).
+    pub ignore_suffixes: &'a [&'a str],
+    /// A conversion applied to each checkpoint tensor before the shape check,
+    /// given the tensor name (for example to transpose `Conv1D` weights).
+    pub transform: Option<&'a dyn Fn(&str, Tensor) -> Result<Tensor>>,
+}
+
+/// Returns the safetensors files of a model directory: `model.safetensors`,
+/// or the shards listed by `model.safetensors.index.json`.
+pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(SINGLE_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index_path = dir.join(INDEX_FILE);
+    if !index_path.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "no weights in {}: expected {SINGLE_FILE} or {INDEX_FILE} \
+             (convert a GGUF file with `cargo xtask convert gguf`)",
+            dir.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+    let index: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(&index_path, "JSON", e.to_string()))?;
+    let weight_map = index
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::format(&index_path, "safetensors index", "no weight_map object"))?;
+    let mut shards: Vec<&str> = Vec::new();
+    for (name, shard) in weight_map {
+        let shard = shard.as_str().ok_or_else(|| {
+            Error::format(
+                &index_path,
+                "safetensors index",
+                format!("shard of {name} is not a string"),
+            )
+        })?;
+        if !shards.contains(&shard) {
+            shards.push(shard);
+        }
+    }
+    shards.sort_unstable();
+    Ok(shards.into_iter().map(|s| dir.join(s)).collect())
+}
+
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and lives only while loading; a file
+    // truncated by another process during that time is outside the contract.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| Error::format(path, "safetensors", e.to_string()))
+}
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::BOOL => Kind::Bool,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I32 => Kind::Int,
+        Dtype::I64 => Kind::Int64,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        _ => return None,
+    })
+}
+
+fn dtype_of(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Bool => Dtype::BOOL,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        _ => return None,
+    })
+}
+
+fn to_tensor(path: &Path, name: &str, view: &safetensors::tensor::TensorView) -> Result<Tensor> {
+    let kind = kind_of(view.dtype()).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "{}: tensor {name} has dtype {:?}, which libtorch cannot load",
+            path.display(),
+            view.dtype()
+        ))
+    })?;
+    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?)
+}
+
+/// Loads the tensors of `files` into the variables of `vs`, strictly.
+///
+/// Every variable must be filled, every tensor must be used (except those
+/// ending with one of `options.ignore_suffixes`), and shapes must agree.
+pub fn load_into(vs: &mut VarStore, files: &[PathBuf], options: &LoadOptions) -> Result<()> {
+    let maps = files
+        .iter()
+        .map(|p| map_file(p))
+        .collect::<Result<Vec<_>>>()?;
+    let parsed = files
+        .iter()
+        .zip(&maps)
+        .map(|(p, m)| parse(p, m))
+        .collect::<Result<Vec<_>>>()?;
+    let mut index: HashMap<&str, (usize, safetensors::tensor::TensorView)> = HashMap::new();
+    for (file, st) in parsed.iter().enumerate() {
+        for (name, view) in st.iter() {
+            index.insert(name, (file, view));
+        }
+    }
+
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    let missing: Vec<String> = variables
+        .iter()
+        .filter(|(name, _)| !index.contains_key(name.as_str()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::MissingTensors { names: missing });
+    }
+    let used: HashSet<&str> = variables.iter().map(|(n, _)| n.as_str()).collect();
+    let mut unexpected: Vec<String> = index
+        .keys()
+        .filter(|name| !used.contains(*name))
+        .filter(|name| !options.ignore_suffixes.iter().any(|s| name.ends_with(s)))
+        .map(|name| name.to_string())
+        .collect();
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        return Err(Error::UnexpectedTensors { names: unexpected });
+    }
+
+    let _guard = tch::no_grad_guard();
+    for (name, mut var) in variables {
+        let (file, view) = &index[name.as_str()];
+        let mut tensor = to_tensor(&files[*file], &name, view)?;
+        if let Some(transform) = options.transform {
+            tensor = transform(&name, tensor)?;
+        }
+        if tensor.size() != var.size() {
+            return Err(Error::ShapeMismatch {
+                name,
+                expected: var.size(),
+                found: tensor.size(),
+            });
+        }
+        let tensor = tensor.f_to_kind(var.kind())?;
+        var.f_copy_(&tensor)?;
+    }
+    Ok(())
+}
+
+/// Reads every tensor of a safetensors file onto the CPU, by name.
+pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let map = map_file(path)?;
+    let st = parse(path, &map)?;
+    st.iter()
+        .map(|(name, view)| Ok((name.to_string(), to_tensor(path, name, &view)?)))
+        .collect()
+}
+
+struct OwnedView {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &OwnedView {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn owned_view(name: &str, tensor: &Tensor) -> Result<OwnedView> {
+    let tensor = tensor.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+    let kind = tensor.f_kind()?;
+    let dtype = dtype_of(kind).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "tensor {name} has kind {kind:?}, which safetensors cannot store"
+        ))
+    })?;
+    let numel = tensor.numel();
+    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
+    tensor.f_copy_data_u8(&mut data, numel)?;
+    Ok(OwnedView {
+        dtype,
+        shape: tensor.size().iter().map(|&d| d as usize).collect(),
+        data,
+    })
+}
+
+/// Writes tensors to a safetensors file atomically: the file appears whole
+/// under its name or not at all.
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.as_str(), owned_view(name, t)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (*n, v)), metadata)
+        .map_err(|e| Error::format(path, "safetensors", e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so that an interruption never leaves a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::InvalidInput(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.partial", file_name.to_string_lossy()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
