@@ -2,11 +2,11 @@
 
 Outputs, in common/tests/fixtures/gguf/:
 
-- types.gguf: a GGUF v3 file, written by gguf-py's GGUFWriter with a data
-  alignment of 64, holding one tensor per ggml type that the Rust reader
+- types.gguf: a GGUF v3 file written by gguf-py's GGUFWriter with a data
+  alignment of 64. It contains one tensor per ggml type that the Rust reader
   dequantizes (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K,
-  Q5_K, Q6_K), named after its type in lower case, plus one IQ4_NL tensor that
-  the reader must reject, and metadata keys of every GGUF value type.
+  Q5_K, Q6_K), named after its type in lower case. An IQ4_NL tensor, which the
+  reader must reject, and metadata keys of every GGUF value type complete it.
 - types_expected.safetensors: for each supported tensor, the f32 values that
   gguf.quants.dequantize returns, in the tensor's PyTorch shape.
 

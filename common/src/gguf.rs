@@ -10,10 +10,10 @@
 //! `gguf.quants.dequantize`, because both evaluate the same products in f32
 //! in the same order.
 //!
-//! A GGUF file is read-only input of unknown origin, so the parser bounds
-//! every count and length by the bytes left in the file before it allocates,
-//! and reports a malformed file as [`Error::Format`] with the byte offset of
-//! the offending field.
+//! A GGUF file is input of unknown origin. The parser therefore bounds every
+//! count and length by the bytes left in the file before it allocates. It
+//! reports a malformed file as [`Error::Format`] with the byte offset of the
+//! offending field.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -32,9 +32,9 @@ const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// `GGML_MAX_DIMS` in ggml.
 const MAX_DIMS: u32 = 4;
-/// Nesting limit for array values. ggml rejects nested arrays altogether and
-/// gguf-py accepts any depth; the limit keeps the recursive parser off the
-/// end of the stack.
+/// Nesting limit for array values. ggml rejects nested arrays altogether,
+/// but gguf-py accepts any depth. The limit keeps the recursive parser from
+/// overflowing the stack.
 const MAX_ARRAY_DEPTH: usize = 8;
 /// Smallest metadata entry: an empty key (8), the value type (4), a u8 (1).
 const MIN_KV_BYTES: u64 = 13;
@@ -387,7 +387,7 @@ impl GgufFile {
         }
         // SAFETY: the map is only read. Like every memory-mapped loader, this
         // relies on no process truncating or rewriting the file while it is
-        // open: a truncation would make later reads fault.
+        // open, because reads past a truncation fault (SIGBUS).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = parse(path, &mmap)?;
         Ok(GgufFile {
@@ -450,7 +450,8 @@ impl GgufFile {
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&[u8]> {
         let n_bytes = info.n_bytes().ok_or_else(|| {
             Error::Unsupported(format!(
-                "tensor {} has type {} ({}) with dims {:?}, whose data size is unknown to this reader",
+                "tensor {} has type {} ({}) with dims {:?}, whose data size is unknown to this \
+                 reader",
                 info.name,
                 info.ggml_type,
                 info.ggml_type.id(),
@@ -465,7 +466,8 @@ impl GgufFile {
             .filter(|range| range.end <= file_len)
             .ok_or_else(|| {
                 self.format_error(format!(
-                    "data of tensor {} ({} bytes at data offset {}) extends past the end of the file ({} bytes)",
+                    "data of tensor {} ({} bytes at data offset {}) extends past the end of the \
+                     file ({} bytes)",
                     info.name, n_bytes, info.offset, file_len
                 ))
             })?;
@@ -504,10 +506,12 @@ impl GgufFile {
 
 /// Dequantizes the first `n` elements of `ggml_type` stored in `bytes`.
 ///
-/// Errors with [`Error::Unsupported`] for a type outside [`SUPPORTED_TYPES`]
-/// (see [`GgmlType::can_dequantize`]) and with [`Error::InvalidInput`] when
+/// Errors with [`Error::Unsupported`] for a type that
+/// [`GgmlType::can_dequantize`] rejects, and with [`Error::InvalidInput`] when
 /// `n` is not a multiple of the block size or `bytes` is too short.
 pub fn dequantize(ggml_type: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    // Validate before allocating, so that a wrong `n` cannot allocate much.
+    check_lengths(ggml_type, bytes.len(), n)?;
     let mut out = vec![0f32; n];
     dequantize_into(ggml_type, bytes, &mut out)?;
     Ok(out)
@@ -516,26 +520,7 @@ pub fn dequantize(ggml_type: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32
 /// Dequantizes `out.len()` elements of `ggml_type` stored in `bytes` into
 /// `out`, with the errors of [`dequantize`].
 pub fn dequantize_into(ggml_type: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    if !ggml_type.can_dequantize() {
-        return Err(unsupported_type(ggml_type));
-    }
-    // Supported types always have a layout, and their sizes fit in usize.
-    let (block_size, type_size) = ggml_type.block_layout().unwrap_or((1, 1));
-    let (block_size, type_size) = (block_size as usize, type_size as usize);
-    let n = out.len();
-    if n % block_size != 0 {
-        return Err(Error::InvalidInput(format!(
-            "cannot dequantize {n} elements of {ggml_type}: the count must be a multiple of \
-             the block size {block_size}"
-        )));
-    }
-    let needed = n / block_size * type_size;
-    if bytes.len() < needed {
-        return Err(Error::InvalidInput(format!(
-            "cannot dequantize {n} elements of {ggml_type} from {} bytes: they need {needed} bytes",
-            bytes.len()
-        )));
-    }
+    let needed = check_lengths(ggml_type, bytes.len(), out.len())?;
     let bytes = &bytes[..needed];
     match ggml_type {
         GgmlType::F32 => {
@@ -564,6 +549,32 @@ pub fn dequantize_into(ggml_type: GgmlType, bytes: &[u8], out: &mut [f32]) -> Re
         }
     }
     Ok(())
+}
+
+/// Checks that `ggml_type` is supported, that `n` is a whole number of
+/// blocks and that `n_bytes` covers them. Returns the bytes they occupy.
+fn check_lengths(ggml_type: GgmlType, n_bytes: usize, n: usize) -> Result<usize> {
+    if !ggml_type.can_dequantize() {
+        return Err(unsupported_type(ggml_type));
+    }
+    // Supported types always have a layout, and their sizes fit in usize.
+    let (block_size, type_size) = ggml_type.block_layout().unwrap_or((1, 1));
+    let (block_size, type_size) = (block_size as usize, type_size as usize);
+    if n % block_size != 0 {
+        return Err(Error::InvalidInput(format!(
+            "cannot dequantize {n} elements of {ggml_type}: the count must be a multiple of \
+             the block size {block_size}"
+        )));
+    }
+    let needed = (n / block_size).checked_mul(type_size);
+    match needed {
+        Some(needed) if needed <= n_bytes => Ok(needed),
+        _ => Err(Error::InvalidInput(format!(
+            "cannot dequantize {n} elements of {ggml_type} from {n_bytes} bytes: they need {} \
+             bytes",
+            needed.map_or("more than usize::MAX".to_string(), |b| b.to_string())
+        ))),
+    }
 }
 
 fn unsupported_type(ggml_type: GgmlType) -> Error {
@@ -609,13 +620,13 @@ impl<'a> Cursor<'a> {
         self.bytes.len() - self.pos
     }
 
-    /// Takes `n` bytes; `what` names the field for the truncation message.
-    fn take(&mut self, n: usize, what: impl FnOnce() -> String) -> Result<&'a [u8]> {
+    /// Takes `n` bytes. `field` describes them for the truncation message.
+    fn take(&mut self, n: usize, field: impl FnOnce() -> String) -> Result<&'a [u8]> {
         if n > self.remaining() {
             return Err(self.error(format!(
                 "truncated file: {} at byte offset {} needs {} bytes but only {} remain \
                  (file size {})",
-                what(),
+                field(),
                 self.pos,
                 n,
                 self.remaining(),
@@ -627,40 +638,41 @@ impl<'a> Cursor<'a> {
         Ok(slice)
     }
 
-    fn array<const N: usize>(&mut self, what: impl FnOnce() -> String) -> Result<[u8; N]> {
+    fn array<const N: usize>(&mut self, field: impl FnOnce() -> String) -> Result<[u8; N]> {
         let mut array = [0u8; N];
-        array.copy_from_slice(self.take(N, what)?);
+        array.copy_from_slice(self.take(N, field)?);
         Ok(array)
     }
 
-    fn u32(&mut self, what: impl FnOnce() -> String) -> Result<u32> {
-        self.array(what).map(u32::from_le_bytes)
+    fn u32(&mut self, field: impl FnOnce() -> String) -> Result<u32> {
+        self.array(field).map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self, what: impl FnOnce() -> String) -> Result<u64> {
-        self.array(what).map(u64::from_le_bytes)
+    fn u64(&mut self, field: impl FnOnce() -> String) -> Result<u64> {
+        self.array(field).map(u64::from_le_bytes)
     }
 
     /// Reads a GGUF string (u64 length, then UTF-8 bytes).
-    fn string(&mut self, what: impl Fn() -> String) -> Result<String> {
+    fn string(&mut self, field: impl Fn() -> String) -> Result<String> {
         let at = self.pos;
-        let len = self.u64(|| format!("length of {}", what()))?;
+        let len = self.u64(|| format!("length of {}", field()))?;
         if len > self.remaining() as u64 {
             return Err(self.error(format!(
-                "length {} of {} at byte offset {} exceeds the {} bytes left in the file",
+                "length {} of {} at byte offset {} exceeds the {} bytes left in the file \
+                 (truncated or corrupt file)",
                 len,
-                what(),
+                field(),
                 at,
                 self.remaining()
             )));
         }
         let start = self.pos;
-        let bytes = self.take(len as usize, &what)?;
+        let bytes = self.take(len as usize, &field)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
             Err(e) => Err(self.error(format!(
                 "{} at byte offset {} is not valid UTF-8 (invalid byte at offset {})",
-                what(),
+                field(),
                 at,
                 start + e.valid_up_to()
             ))),
@@ -670,12 +682,12 @@ impl<'a> Cursor<'a> {
     /// Checks that `count` items of at least `min_size` bytes each fit in
     /// the rest of the file, so that a corrupt count cannot trigger a huge
     /// allocation or a long loop.
-    fn check_count(&self, count: u64, min_size: u64, what: &str, at: usize) -> Result<usize> {
+    fn check_count(&self, count: u64, min_size: u64, field: &str, at: usize) -> Result<usize> {
         let max = self.remaining() as u64 / min_size.max(1);
         if count > max {
             return Err(self.error(format!(
-                "{what} {count} at byte offset {at} is impossible: the {} bytes left in the file \
-                 hold at most {max}",
+                "{field} {count} at byte offset {at} is too large: the {} bytes left in the file \
+                 hold at most {max} (truncated or corrupt file)",
                 self.remaining()
             )));
         }
@@ -711,14 +723,15 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Header> {
     )?;
 
     let (metadata, alignment) = parse_metadata(&mut cur, kv_count)?;
-    // Recheck against what the metadata left over.
+    // Recheck against the bytes that the metadata left.
     let tensor_count = cur.check_count(
         tensor_count,
         MIN_TENSOR_INFO_BYTES,
         "tensor count",
         tensor_count_at,
     )?;
-    let (tensors, index) = parse_tensor_infos(&mut cur, tensor_count, alignment)?;
+    let tensors = parse_tensor_infos(&mut cur, tensor_count, alignment)?;
+    let index = index_tensors(&cur, &tensors)?;
 
     let end_of_infos = cur.pos as u64;
     let data_offset = end_of_infos.div_ceil(alignment) * alignment;
@@ -808,22 +821,22 @@ fn parse_value(
     key: &str,
     depth: usize,
 ) -> Result<Value> {
-    let what = || format!("value of key {key}");
+    let field = || format!("value of key {key}");
     let value = match value_type {
-        0 => Value::U8(u8::from_le_bytes(cur.array(what)?)),
-        1 => Value::I8(i8::from_le_bytes(cur.array(what)?)),
-        2 => Value::U16(u16::from_le_bytes(cur.array(what)?)),
-        3 => Value::I16(i16::from_le_bytes(cur.array(what)?)),
-        4 => Value::U32(u32::from_le_bytes(cur.array(what)?)),
-        5 => Value::I32(i32::from_le_bytes(cur.array(what)?)),
-        6 => Value::F32(f32::from_le_bytes(cur.array(what)?)),
+        0 => Value::U8(u8::from_le_bytes(cur.array(field)?)),
+        1 => Value::I8(i8::from_le_bytes(cur.array(field)?)),
+        2 => Value::U16(u16::from_le_bytes(cur.array(field)?)),
+        3 => Value::I16(i16::from_le_bytes(cur.array(field)?)),
+        4 => Value::U32(u32::from_le_bytes(cur.array(field)?)),
+        5 => Value::I32(i32::from_le_bytes(cur.array(field)?)),
+        6 => Value::F32(f32::from_le_bytes(cur.array(field)?)),
         // ggml stores bool as one byte and treats any non-zero byte as true.
-        7 => Value::Bool(u8::from_le_bytes(cur.array(what)?) != 0),
-        8 => Value::String(cur.string(what)?),
+        7 => Value::Bool(u8::from_le_bytes(cur.array(field)?) != 0),
+        8 => Value::String(cur.string(field)?),
         9 => parse_array(cur, key, depth)?,
-        10 => Value::U64(u64::from_le_bytes(cur.array(what)?)),
-        11 => Value::I64(i64::from_le_bytes(cur.array(what)?)),
-        12 => Value::F64(f64::from_le_bytes(cur.array(what)?)),
+        10 => Value::U64(u64::from_le_bytes(cur.array(field)?)),
+        11 => Value::I64(i64::from_le_bytes(cur.array(field)?)),
+        12 => Value::F64(f64::from_le_bytes(cur.array(field)?)),
         other => {
             return Err(cur.error(format!(
                 "unknown value type {other} for key {key} at byte offset {type_at} \
@@ -851,8 +864,8 @@ fn parse_array(cur: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Value> {
              (GGUF value types are 0 to 12)"
         ))
     })?;
-    let what = format!("array length of key {key}");
-    let count = cur.check_count(count, min_size, &what, count_at)?;
+    let field = format!("array length of key {key}");
+    let count = cur.check_count(count, min_size, &field, count_at)?;
     let mut items = Vec::with_capacity(count);
     for _ in 0..count {
         items.push(parse_value(cur, item_type, array_at, key, depth + 1)?);
@@ -860,60 +873,41 @@ fn parse_array(cur: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Value> {
     Ok(Value::Array(items))
 }
 
-/// Parses the tensor infos. Returns each with the byte offset it was read
-/// at, and the index from name to position.
+/// Parses the tensor infos. Returns each with the byte offset it was read at.
 fn parse_tensor_infos(
     cur: &mut Cursor<'_>,
     count: usize,
     alignment: u64,
-) -> Result<(Vec<(TensorInfo, usize)>, HashMap<String, usize>)> {
+) -> Result<Vec<(TensorInfo, usize)>> {
     let mut tensors = Vec::with_capacity(count);
-    let mut index = HashMap::with_capacity(count);
     for i in 0..count {
         let at = cur.pos;
-        let info = parse_tensor_info(cur, i, alignment)?;
+        tensors.push((parse_tensor_info(cur, i, alignment)?, at));
+    }
+    Ok(tensors)
+}
+
+/// Maps each tensor name to its position, rejecting duplicate names.
+fn index_tensors(
+    cur: &Cursor<'_>,
+    tensors: &[(TensorInfo, usize)],
+) -> Result<HashMap<String, usize>> {
+    let mut index = HashMap::with_capacity(tensors.len());
+    for (i, (info, at)) in tensors.iter().enumerate() {
         if index.insert(info.name.clone(), i).is_some() {
             return Err(cur.error(format!(
                 "duplicate tensor name {} at byte offset {at}",
                 info.name
             )));
         }
-        tensors.push((info, at));
     }
-    Ok((tensors, index))
+    Ok(index)
 }
 
 fn parse_tensor_info(cur: &mut Cursor<'_>, i: usize, alignment: u64) -> Result<TensorInfo> {
-    let at = cur.pos;
     let name = cur.string(|| format!("name of tensor {i}"))?;
-    let n_dims_at = cur.pos;
-    let n_dims = cur.u32(|| format!("dimension count of tensor {name}"))?;
-    if n_dims > MAX_DIMS {
-        return Err(cur.error(format!(
-            "tensor {name} has {n_dims} dimensions (byte offset {n_dims_at}); \
-             GGUF allows at most {MAX_DIMS}"
-        )));
-    }
-    let mut dims = Vec::with_capacity(n_dims as usize);
-    for _ in 0..n_dims {
-        let dim_at = cur.pos;
-        let dim = cur.u64(|| format!("dimensions of tensor {name}"))?;
-        if dim > i64::MAX as u64 {
-            return Err(cur.error(format!(
-                "dimension {dim} of tensor {name} at byte offset {dim_at} exceeds i64::MAX"
-            )));
-        }
-        dims.push(dim);
-    }
-    let n_elements = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= i64::MAX as u64);
-    if n_elements.is_none() {
-        return Err(cur.error(format!(
-            "element count of tensor {name} with dims {dims:?} (byte offset {at}) overflows i64"
-        )));
-    }
+    let dims = parse_dims(cur, &name)?;
+
     let type_at = cur.pos;
     let ggml_type = GgmlType::from_id(cur.u32(|| format!("type of tensor {name}"))?);
     if let (Some((block_size, _)), Some(&row)) = (ggml_type.block_layout(), dims.first()) {
@@ -924,6 +918,7 @@ fn parse_tensor_info(cur: &mut Cursor<'_>, i: usize, alignment: u64) -> Result<T
             )));
         }
     }
+
     let offset_at = cur.pos;
     let offset = cur.u64(|| format!("data offset of tensor {name}"))?;
     if offset % alignment != 0 {
@@ -940,6 +935,43 @@ fn parse_tensor_info(cur: &mut Cursor<'_>, i: usize, alignment: u64) -> Result<T
     })
 }
 
+/// Parses the dimension count and dimensions of tensor `name`, and checks
+/// that the element count fits in an `i64` (the element count type of torch).
+fn parse_dims(cur: &mut Cursor<'_>, name: &str) -> Result<Vec<u64>> {
+    let n_dims_at = cur.pos;
+    let n_dims = cur.u32(|| format!("dimension count of tensor {name}"))?;
+    if n_dims > MAX_DIMS {
+        return Err(cur.error(format!(
+            "tensor {name} has {n_dims} dimensions (byte offset {n_dims_at}), but GGUF allows \
+             at most {MAX_DIMS}"
+        )));
+    }
+
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    for _ in 0..n_dims {
+        let dim_at = cur.pos;
+        let dim = cur.u64(|| format!("dimensions of tensor {name}"))?;
+        if dim > i64::MAX as u64 {
+            return Err(cur.error(format!(
+                "dimension {dim} of tensor {name} at byte offset {dim_at} exceeds i64::MAX"
+            )));
+        }
+        dims.push(dim);
+    }
+
+    let n_elements = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64);
+    if n_elements.is_none() {
+        return Err(cur.error(format!(
+            "element count of tensor {name} with dims {dims:?} (byte offset {n_dims_at}) \
+             overflows i64"
+        )));
+    }
+    Ok(dims)
+}
+
 fn check_data_range(
     cur: &Cursor<'_>,
     info: &TensorInfo,
@@ -947,31 +979,28 @@ fn check_data_range(
     data_offset: u64,
     data_len: u64,
 ) -> Result<()> {
-    // Only the start can be checked for a type of unknown size.
-    let size = info.ggml_type.block_layout().map(|(block_size, type_size)| {
-        (info.n_elements() / block_size).checked_mul(type_size)
-    });
-    let end = match size {
-        Some(Some(size)) => info.offset.checked_add(size),
-        Some(None) => None,
-        None => Some(info.offset),
+    // parse_tensor_info has checked that rows are whole blocks, so n_bytes
+    // is None only for an unknown type or a size that overflows u64.
+    let size = info.n_bytes();
+    let end = match (info.ggml_type.block_layout(), size) {
+        // Only the start can be checked for a type of unknown size.
+        (None, _) => Some(info.offset),
+        (Some(_), size) => size.and_then(|size| info.offset.checked_add(size)),
     };
-    match end {
-        Some(end) if end <= data_len => Ok(()),
-        _ => Err(cur.error(format!(
-            "data of tensor {} (info at byte offset {at}) at data offset {} with {} of type {} \
-             extends past the end of the file: the data section starts at byte {data_offset} \
-             and holds {data_len} bytes",
-            info.name,
-            info.offset,
-            match size {
-                Some(Some(size)) => format!("{size} bytes"),
-                Some(None) => "a size that overflows u64".to_string(),
-                None => "an unknown size".to_string(),
-            },
-            info.ggml_type
-        ))),
+    if end.is_some_and(|end| end <= data_len) {
+        return Ok(());
     }
+    let size = match (info.ggml_type.block_layout(), size) {
+        (None, _) => "an unknown size".to_string(),
+        (Some(_), Some(size)) => format!("{size} bytes"),
+        (Some(_), None) => "a size that overflows u64".to_string(),
+    };
+    Err(cur.error(format!(
+        "data of tensor {} (info at byte offset {at}) at data offset {} with {size} of type {} \
+         extends past the end of the file: the data section starts at byte {data_offset} \
+         and holds {data_len} bytes",
+        info.name, info.offset, info.ggml_type
+    )))
 }
 
 // ---------------------------------------------------------------------------
@@ -1001,8 +1030,8 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 }
 
 /// Converts f16 values in chunks so that half's vectorized slice conversion
-/// does the work; the chunk copy removes the alignment requirement of
-/// `&[f16]` (GGUF data is only as aligned as `general.alignment`).
+/// does the work. Copying each chunk into a buffer avoids casting the data to
+/// `&[f16]`, which could be misaligned when `general.alignment` is 1.
 fn dequantize_f16(bytes: &[u8], out: &mut [f32]) {
     const CHUNK: usize = 64;
     let mut buf = [f16::ZERO; CHUNK];
@@ -1016,7 +1045,8 @@ fn dequantize_f16(bytes: &[u8], out: &mut [f32]) {
 }
 
 /// Q4_0: f16 scale `d`, then 16 bytes of 4-bit quants. The low nibbles are
-/// elements 0..16, the high nibbles elements 16..32; x = (q - 8) * d.
+/// elements 0..16 and the high nibbles elements 16..32. Each value is
+/// (q - 8) * d.
 fn block_q4_0(b: &[u8; 18], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let qs = &b[2..18];
@@ -1026,8 +1056,8 @@ fn block_q4_0(b: &[u8; 18], y: &mut [f32; 32]) {
     }
 }
 
-/// Q4_1: f16 scale `d` and minimum `m`, then nibbles as in Q4_0;
-/// x = q * d + m.
+/// Q4_1: f16 scale `d` and minimum `m`, then nibbles as in Q4_0. Each value
+/// is q * d + m.
 fn block_q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let m = f16_at(b, 2);
@@ -1039,7 +1069,7 @@ fn block_q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
 }
 
 /// Q5_0: f16 `d`, a u32 whose bit i is the fifth bit of element i, then
-/// nibbles as in Q4_0; x = (q - 16) * d.
+/// nibbles as in Q4_0. Each value is (q - 16) * d.
 fn block_q5_0(b: &[u8; 22], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
@@ -1052,8 +1082,8 @@ fn block_q5_0(b: &[u8; 22], y: &mut [f32; 32]) {
     }
 }
 
-/// Q5_1: f16 `d` and `m`, the fifth bits as in Q5_0, then nibbles;
-/// x = q * d + m.
+/// Q5_1: f16 `d` and `m`, the fifth bits as in Q5_0, then nibbles. Each value
+/// is q * d + m.
 fn block_q5_1(b: &[u8; 24], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let m = f16_at(b, 2);
@@ -1067,7 +1097,7 @@ fn block_q5_1(b: &[u8; 24], y: &mut [f32; 32]) {
     }
 }
 
-/// Q8_0: f16 `d`, then 32 signed bytes; x = q * d.
+/// Q8_0: f16 `d`, then 32 signed bytes. Each value is q * d.
 fn block_q8_0(b: &[u8; 34], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     for (x, &q) in y.iter_mut().zip(&b[2..34]) {
@@ -1076,9 +1106,9 @@ fn block_q8_0(b: &[u8; 34], y: &mut [f32; 32]) {
 }
 
 /// Q2_K: 16 bytes of 4-bit scale (low) and min (high) pairs, 64 bytes of
-/// 2-bit quants, then f16 `d` and `dmin`. Each 128-element half reads 32
-/// quant bytes four times, at bit shifts 0, 2, 4 and 6, and every 16
-/// elements take the next scale byte; x = d * scale * q - dmin * min.
+/// 2-bit quants, then f16 `d` and `dmin`. Each 128-element half reads its 32
+/// quant bytes four times, at bit shifts 0, 2, 4 and 6. Every 16 elements
+/// take the next scale byte, and each value is d * scale * q - dmin * min.
 fn block_q2_k(b: &[u8; 84], y: &mut [f32; QK_K]) {
     let scales = &b[0..16];
     let d = f16_at(b, 80);
@@ -1120,9 +1150,9 @@ fn q3_k_scales(packed: &[u8]) -> [i32; 16] {
 }
 
 /// Q3_K: 32 bytes of high-bit masks, 64 bytes of 2-bit quants, 12 bytes of
-/// packed 6-bit scales, then f16 `d`. The quants are laid out as in Q2_K;
-/// element e takes bit e / 32 of mask byte e % 32, and a clear bit
-/// subtracts 4; x = d * (scale - 32) * q.
+/// packed 6-bit scales, then f16 `d`. The quants are laid out as in Q2_K.
+/// Element e takes bit e / 32 of mask byte e % 32, and a clear bit subtracts
+/// 4 from its quant. Each value is d * (scale - 32) * q.
 fn block_q3_k(b: &[u8; 110], y: &mut [f32; QK_K]) {
     let hmask = &b[0..32];
     let scales = q3_k_scales(&b[96..108]);
@@ -1163,7 +1193,8 @@ fn k4_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// Q4_K: f16 `d` and `dmin`, 12 bytes of packed 6-bit scales and mins, then
 /// 128 bytes of nibbles. Each 64-element group reads 32 bytes, low nibbles
-/// first, with its own two scale/min pairs; x = d * scale * q - dmin * min.
+/// first, with its own two scale/min pairs. Each value is
+/// d * scale * q - dmin * min.
 fn block_q4_k(b: &[u8; 144], y: &mut [f32; QK_K]) {
     let d = f16_at(b, 0);
     let dmin = f16_at(b, 2);
@@ -1207,9 +1238,11 @@ fn block_q5_k(b: &[u8; 176], y: &mut [f32; QK_K]) {
 }
 
 /// Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 signed
-/// 8-bit scales (one per 16 elements), then f16 `d`. In each 128-element
-/// half, element l + 32k (l < 32) takes nibble k / 2 of low byte l + 32 (k % 2)
-/// and bits 2k..2k+2 of high byte l; x = d * scale * (q - 32).
+/// 8-bit scales (one per 16 elements), then f16 `d`. Each 128-element half
+/// uses 64 low bytes and 32 high bytes. Its element l + 32k (l < 32, k < 4)
+/// takes the low nibble (k < 2) or high nibble (k >= 2) of low byte
+/// l + 32 (k % 2), and bits 2k and 2k + 1 of high byte l. Each value is
+/// d * scale * (q - 32).
 fn block_q6_k(b: &[u8; 210], y: &mut [f32; QK_K]) {
     let d = f16_at(b, 208);
     for half in 0..2 {
@@ -1338,9 +1371,9 @@ mod tests {
         for s in &mut b[192..208] {
             *s = 1;
         }
-        // Low byte 32 holds element 32 (low nibble) and element 96 (high).
+        // Low byte 32 contains element 32 (low nibble) and element 96 (high).
         b[32] = 0x21;
-        // High byte 0 holds bits for elements 0, 32, 64 and 96.
+        // High byte 0 contains the high bits of elements 0, 32, 64 and 96.
         b[128] = 0b11_00_01_00;
         let y = dequantize(GgmlType::Q6_K, &b, 256).unwrap();
         assert_eq!(y[0], -32.0);
@@ -1352,7 +1385,10 @@ mod tests {
     #[test]
     fn dequantize_rejects_bad_lengths() {
         let err = dequantize(GgmlType::Q4_0, &[0u8; 18], 16).unwrap_err();
-        assert!(err.to_string().contains("multiple of the block size 32"), "{err}");
+        assert!(
+            err.to_string().contains("multiple of the block size 32"),
+            "{err}"
+        );
         let err = dequantize(GgmlType::Q4_0, &[0u8; 35], 64).unwrap_err();
         assert!(err.to_string().contains("need 36 bytes"), "{err}");
         let err = dequantize(GgmlType::from_id(20), &[0u8; 18], 32).unwrap_err();

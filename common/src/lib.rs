@@ -4,6 +4,11 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod gguf;
+pub mod generation;
 pub mod nn;
+pub mod paths;
+pub mod progress;
+pub mod sampling;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

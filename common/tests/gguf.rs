@@ -156,8 +156,8 @@ fn tensor_infos_and_shapes() {
 }
 
 /// Every supported tensor dequantizes to the same f32 bits as
-/// `gguf.quants.dequantize`: both evaluate the same f32 products in the same
-/// order, so no tolerance is needed.
+/// `gguf.quants.dequantize`, because both evaluate the same f32 products in
+/// the same order. No tolerance is needed.
 #[test]
 fn dequantize_matches_gguf_py() {
     let gguf = open_fixture();
@@ -421,9 +421,10 @@ fn missing_file_is_io_error() {
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
 }
 
-/// Prints the dequantization throughput for 100M Q4_1 elements (random
-/// blocks). Run with
-/// `cargo test --release -p common --test gguf -- --ignored --nocapture q4_1_throughput`.
+/// Prints the dequantization time of 100M Q4_1 elements (random blocks),
+/// including the allocation of the output. Run with
+/// `cargo test -p common --test gguf -- --ignored --nocapture q4_1_throughput`,
+/// adding `--release` for the release profile.
 #[test]
 #[ignore = "timing, not a check"]
 fn q4_1_throughput() {
@@ -450,4 +451,54 @@ fn q4_1_throughput() {
         elapsed.as_secs_f64() * 1e9 / N as f64,
         values.iter().map(|&v| v as f64).sum::<f64>()
     );
+}
+
+/// Dequantizes every tensor of the GGUF file named by `GGUF_PATH`, checks
+/// that all values are finite and prints the time taken. When
+/// `GGUF_EXPECTED` names a safetensors file of f32 values (for example from
+/// `gguf.quants.dequantize`), the tensors it contains must match bit for bit.
+#[test]
+#[ignore = "needs a model file in GGUF_PATH"]
+fn model_file_dequantizes() {
+    let path = PathBuf::from(std::env::var("GGUF_PATH").expect("set GGUF_PATH to a .gguf file"));
+    let gguf = GgufFile::open(&path).unwrap();
+    let start = std::time::Instant::now();
+    let mut n_elements = 0;
+    for info in gguf.tensors() {
+        let tensor = gguf.dequantize(info).unwrap();
+        assert_eq!(tensor.size(), info.torch_shape(), "{}", info.name);
+        let finite = tensor.isfinite().all().int64_value(&[]);
+        assert_eq!(finite, 1, "{} has non-finite values", info.name);
+        n_elements += info.n_elements();
+    }
+    println!(
+        "{}: {} tensors, {n_elements} elements dequantized in {:.3} s",
+        path.display(),
+        gguf.tensors().len(),
+        start.elapsed().as_secs_f64()
+    );
+
+    let Ok(expected_path) = std::env::var("GGUF_EXPECTED") else {
+        return;
+    };
+    let expected_bytes = std::fs::read(expected_path).unwrap();
+    let expected = safetensors::SafeTensors::deserialize(&expected_bytes).unwrap();
+    for (name, view) in expected.tensors() {
+        let info = gguf.tensor(&name).unwrap();
+        let got = gguf.dequantize(info).unwrap();
+        let got = Vec::<f32>::try_from(got.flatten(0, -1)).unwrap();
+        let want: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}");
+        let mismatches = got
+            .iter()
+            .zip(&want)
+            .filter(|(g, w)| g.to_bits() != w.to_bits())
+            .count();
+        assert_eq!(mismatches, 0, "{name}: {mismatches} values differ");
+        println!("{name}: {} values match", want.len());
+    }
 }

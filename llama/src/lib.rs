@@ -1,1 +1,63 @@
-pub fn x(){}
+//! Llama 1, Llama 2 and Llama-architecture decoders (such as SmolLM2) on
+//! libtorch.
+//!
+//! The architecture is that of Touvron et al. (2023), "LLaMA: Open and
+//! Efficient Foundation Language Models", and its Llama 2 successor: pre-norm
+//! blocks with RMSNorm, rotary position embeddings, a SwiGLU feed-forward
+//! layer and, in the larger Llama 2 models, grouped-query attention. The
+//! reference implementation is `LlamaForCausalLM` of Hugging Face
+//! transformers, whose checkpoints load by name.
+//!
+//! ```no_run
+//! # fn main() -> common::Result<()> {
+//! let dir = std::path::Path::new("SmolLM2-135M-Instruct");
+//! let model = llama::Llama::load(dir, tch::Device::Cpu, tch::Kind::Float)?;
+//! let tokenizer = common::tokenizer::Tokenizer::from_dir(dir)?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+pub mod convert;
+mod model;
+
+pub use config::{Config, LlamaConfig, RopeParameters, TokenIds};
+pub use model::{Cache, Llama};
+
+use common::checkpoint::{self, LoadOptions};
+use common::{Error, Result};
+use std::path::Path;
+use tch::{nn::VarStore, Device, Kind};
+
+/// Buffers that some checkpoints store but the model recomputes.
+const IGNORED_SUFFIXES: &[&str] = &["rotary_emb.inv_freq"];
+
+impl Llama {
+    /// Loads a model directory (`config.json` and `model.safetensors` or its
+    /// shards) onto `device` with weights of dtype `kind`.
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        Ok(Self::load_with_var_store(dir, device, kind)?.0)
+    }
+
+    /// Loads a model directory and also returns the variable store that owns
+    /// the weights, for training or saving.
+    pub fn load_with_var_store(dir: &Path, device: Device, kind: Kind) -> Result<(Self, VarStore)> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(Error::InvalidInput(format!(
+                "{} not found: a model directory needs config.json and model.safetensors",
+                config_path.display()
+            )));
+        }
+        let config = Config::from_file(&config_path)?;
+        let files = checkpoint::model_files(dir)?;
+        let mut vs = VarStore::new(device);
+        let model = Llama::new(&vs.root(), &config)?;
+        vs.set_kind(kind);
+        let options = LoadOptions {
+            ignore_suffixes: IGNORED_SUFFIXES,
+            ..Default::default()
+        };
+        checkpoint::load_into(&mut vs, &files, &options)?;
+        Ok((model, vs))
+    }
+}

