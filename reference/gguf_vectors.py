@@ -35,8 +35,8 @@ SEED = 20240607
 ALIGNMENT = 64
 OUT_DIR = Path(__file__).resolve().parent.parent / "common/tests/fixtures/gguf"
 
-# Tensor shapes in PyTorch order; the last dimension is GGUF's dims[0].
-# The quantized shapes hold whole blocks per row (32 or 256 elements).
+# Tensor shapes in PyTorch order. The last dimension is GGUF's dims[0], and
+# every row is a whole number of blocks (of 32 or 256 elements).
 QUANTIZED_SHAPES = {
     T.BF16: (4, 16),
     T.Q4_0: (3, 64),
@@ -51,7 +51,8 @@ QUANTIZED_SHAPES = {
     T.Q6_K: (2, 512),
 }
 # Types without a quantizer in gguf-py 0.19, and the byte offsets of their
-# f16 scale fields within a block (from the block structs in ggml-common.h).
+# f16 scale fields within a block (as split by dequantize_blocks in
+# gguf/quants.py).
 SCALE_OFFSETS = {
     T.Q2_K: (80, 82),
     T.Q3_K: (108,),

@@ -20,6 +20,9 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 /// The file name of the index of a sharded checkpoint in a model directory.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
+/// A conversion of a checkpoint tensor, given its name.
+pub type TensorTransform = dyn Fn(&str, Tensor) -> Result<Tensor>;
+
 /// Options of [`load_into`].
 #[derive(Default)]
 pub struct LoadOptions<'a> {
@@ -28,7 +31,7 @@ pub struct LoadOptions<'a> {
     pub ignore_suffixes: &'a [&'a str],
     /// A conversion applied to each checkpoint tensor before the shape check,
     /// given the tensor name (for example to transpose `Conv1D` weights).
-    pub transform: Option<&'a dyn Fn(&str, Tensor) -> Result<Tensor>>,
+    pub transform: Option<&'a TensorTransform>,
 }
 
 /// Returns the safetensors files of a model directory: `model.safetensors`,
@@ -247,14 +250,26 @@ pub fn save(
         .iter()
         .map(|(name, t)| Ok((name.as_str(), owned_view(name, t)?)))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (*n, v)), metadata)
-        .map_err(|e| Error::format(path, "safetensors", e.to_string()))?;
-    write_atomic(path, &bytes)
+    with_partial_file(path, |tmp| {
+        safetensors::serialize_to_file(views.iter().map(|(n, v)| (*n, v)), metadata, tmp)
+            .map_err(std::io::Error::other)?;
+        std::fs::File::open(tmp)?.sync_all()
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory
 /// and a rename, so that an interruption never leaves a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    with_partial_file(path, |tmp| {
+        let mut file = std::fs::File::create(tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })
+}
+
+/// Calls `write` on a temporary path beside `path`, then renames it to
+/// `path`; removes the temporary file on failure.
+fn with_partial_file(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -263,12 +278,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .ok_or_else(|| Error::InvalidInput(format!("{} is not a file path", path.display())))?;
     let tmp = dir.join(format!(".{}.partial", file_name.to_string_lossy()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
+    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));

@@ -1,8 +1,10 @@
 //! Reader for GGUF files (versions 2 and 3) and dequantizer for the ggml
 //! block formats stored in them.
 //!
-//! The layout follows the GGUF specification in ggml (`docs/gguf.md`), with
-//! the checks that ggml's `gguf.cpp` applies when it loads a file. The block
+//! The layout follows the GGUF specification in ggml (`docs/gguf.md`). The
+//! validation follows ggml's `gguf.cpp`, except that this reader also accepts
+//! nested arrays, empty keys, long tensor names, unknown tensor types and gaps
+//! between the data of consecutive tensors. The block
 //! layouts and the arithmetic of the dequantizers follow the
 //! `dequantize_row_*` routines of ggml's `ggml-quants.c`. gguf-py 0.19
 //! (`gguf/gguf_reader.py`, `gguf/quants.py`) is the reference for the tests:
@@ -278,7 +280,7 @@ impl GgmlType {
             GgmlType::Q5_0 => (32, 22),
             GgmlType::Q5_1 => (32, 24),
             GgmlType::Q8_0 => (32, 34),
-            // ggml's block_q8_1 holds two f16 (d, s) and 32 i8. gguf-py
+            // block_q8_1 in ggml-common.h is two f16 (d, s) and 32 i8. gguf-py
             // 0.19 lists 40 bytes, the size of an older layout with two f32.
             GgmlType::Q8_1 => (32, 36),
             GgmlType::Q2_K => (256, 84),
@@ -377,8 +379,8 @@ impl fmt::Debug for GgufFile {
 impl GgufFile {
     /// Maps the file and parses and validates its header, metadata and
     /// tensor infos. Every tensor's data range is checked against the file
-    /// size here, so that [`GgufFile::tensor_bytes`] can only fail for a
-    /// tensor info that did not come from this file.
+    /// size here, so [`GgufFile::tensor_bytes`] returns a format error only
+    /// for a tensor info that did not come from this file.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -830,7 +832,7 @@ fn parse_value(
         4 => Value::U32(u32::from_le_bytes(cur.array(field)?)),
         5 => Value::I32(i32::from_le_bytes(cur.array(field)?)),
         6 => Value::F32(f32::from_le_bytes(cur.array(field)?)),
-        // ggml stores bool as one byte and treats any non-zero byte as true.
+        // A bool is one byte, and any non-zero byte is true.
         7 => Value::Bool(u8::from_le_bytes(cur.array(field)?) != 0),
         8 => Value::String(cur.string(field)?),
         9 => parse_array(cur, key, depth)?,

@@ -3,8 +3,8 @@
 pub mod checkpoint;
 pub mod device;
 pub mod error;
-pub mod gguf;
 pub mod generation;
+pub mod gguf;
 pub mod nn;
 pub mod paths;
 pub mod progress;

@@ -65,7 +65,9 @@ impl Sampler {
     /// Picks a token from logits given as a slice.
     pub fn sample_slice(&mut self, logits: &[f32]) -> Result<u32> {
         if logits.is_empty() {
-            return Err(Error::InvalidInput("cannot sample from empty logits".into()));
+            return Err(Error::InvalidInput(
+                "cannot sample from empty logits".into(),
+            ));
         }
         if self.config.temperature == 0.0 {
             return Ok(argmax(logits));
@@ -173,7 +175,9 @@ mod tests {
         let logits = [0.0f32, (3.0f32).ln()];
         let mut s = sampler(1.0, 0, 1.0, 11);
         let n = 20_000;
-        let ones = (0..n).filter(|_| s.sample_slice(&logits).unwrap() == 1).count();
+        let ones = (0..n)
+            .filter(|_| s.sample_slice(&logits).unwrap() == 1)
+            .count();
         let freq = ones as f64 / n as f64;
         assert!((freq - 0.75).abs() < 0.02, "frequency {freq}");
     }
@@ -184,7 +188,10 @@ mod tests {
         let mut a = sampler(0.9, 20, 0.95, 42);
         let mut b = sampler(0.9, 20, 0.95, 42);
         for _ in 0..50 {
-            assert_eq!(a.sample_slice(&logits).unwrap(), b.sample_slice(&logits).unwrap());
+            assert_eq!(
+                a.sample_slice(&logits).unwrap(),
+                b.sample_slice(&logits).unwrap()
+            );
         }
     }
 

@@ -414,6 +414,59 @@ fn duplicate_tensor_name() {
     assert_contains(&message, "duplicate tensor name q4_0");
 }
 
+/// Every truncation before the end of the last tensor's data is an error.
+#[test]
+fn every_truncation_rejected() {
+    let gguf = open_fixture();
+    let data_end = gguf
+        .tensors()
+        .iter()
+        .map(|t| gguf.data_offset() + t.offset + t.n_bytes().unwrap())
+        .max()
+        .unwrap() as usize;
+    drop(gguf);
+    let bytes = fixture_bytes();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.gguf");
+    for len in 0..data_end {
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        assert!(GgufFile::open(&path).is_err(), "cut at {len} bytes opened");
+    }
+    std::fs::write(&path, &bytes[..data_end]).unwrap();
+    assert!(GgufFile::open(&path).is_ok());
+}
+
+/// Overwriting any byte before the data section with 0x00, 0x7F, 0x80 or
+/// 0xFF gives either an error or a file whose tensors all dequantize or
+/// return an error, never a panic.
+#[test]
+fn corrupt_header_bytes_never_panic() {
+    let data_offset = open_fixture().data_offset() as usize;
+    let bytes = fixture_bytes();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt.gguf");
+    let mut opened = 0;
+    for at in 0..data_offset {
+        for value in [0x00, 0x7F, 0x80, 0xFF] {
+            if bytes[at] == value {
+                continue;
+            }
+            let mut corrupt = bytes.clone();
+            corrupt[at] = value;
+            std::fs::write(&path, &corrupt).unwrap();
+            let Ok(gguf) = GgufFile::open(&path) else {
+                continue;
+            };
+            opened += 1;
+            for info in gguf.tensors() {
+                let _ = gguf.dequantize(info);
+            }
+        }
+    }
+    // Edits to metadata values and padding leave a valid file.
+    assert!(opened > 0);
+}
+
 #[test]
 fn missing_file_is_io_error() {
     let dir = tempfile::tempdir().unwrap();

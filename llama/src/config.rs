@@ -151,9 +151,9 @@ impl LlamaConfig {
             (None, Some(theta)) => theta,
             (None, None) => 10_000.0,
         };
-        let head_dim = self.head_dim.unwrap_or_else(|| {
-            self.hidden_size / self.num_attention_heads.max(1)
-        });
+        let head_dim = self
+            .head_dim
+            .unwrap_or_else(|| self.hidden_size / self.num_attention_heads.max(1));
         let config = Config {
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate_size,
@@ -259,7 +259,11 @@ impl Config {
     pub fn num_parameters(&self) -> i64 {
         let (d, kv) = (self.hidden_size, self.num_kv_heads * self.head_dim);
         let q = self.num_heads * self.head_dim;
-        let attn_bias = if self.attention_bias { q + 2 * kv + d } else { 0 };
+        let attn_bias = if self.attention_bias {
+            q + 2 * kv + d
+        } else {
+            0
+        };
         let mlp_bias = if self.mlp_bias {
             2 * self.intermediate_size + d
         } else {
@@ -269,7 +273,11 @@ impl Config {
         let mlp = 3 * d * self.intermediate_size + mlp_bias;
         let layer = attention + mlp + 2 * d;
         let embedding = self.vocab_size * d;
-        let head = if self.tie_word_embeddings { 0 } else { embedding };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            embedding
+        };
         embedding + self.num_layers * layer + d + head
     }
 

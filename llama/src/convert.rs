@@ -38,7 +38,10 @@ pub fn config_from_gguf(gguf: &GgufFile) -> Result<Config> {
     let token_id = |key: &str| gguf.get(key).and_then(Value::as_u64).map(|v| v as u32);
     let num_heads = int("attention.head_count")?;
     let hidden_size = int("embedding_length")?;
-    let vocab_size = match gguf.get(&format!("{arch}.vocab_size")).and_then(Value::as_i64) {
+    let vocab_size = match gguf
+        .get(&format!("{arch}.vocab_size"))
+        .and_then(Value::as_i64)
+    {
         Some(v) => v,
         None => gguf
             .tensor("token_embd.weight")
@@ -66,7 +69,9 @@ pub fn config_from_gguf(gguf: &GgufFile) -> Result<Config> {
         attention_bias: gguf.tensor("blk.0.attn_q.bias").is_some(),
         mlp_bias: false,
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
-        eos_token_ids: token_id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+        eos_token_ids: token_id("tokenizer.ggml.eos_token_id")
+            .into_iter()
+            .collect(),
     };
     config.validate()?;
     Ok(config)
@@ -256,10 +261,7 @@ mod tests {
         // llama.cpp: reshape (heads, 2, rows / heads / 2, cols), swap axes 1
         // and 2. Rows of one head [0 1 2 3] become [0 2 1 3].
         let rows = Tensor::arange(8, (tch::Kind::Int64, tch::Device::Cpu)).view([8, 1]);
-        let permuted = rows
-            .view([2, 2, 2, 1])
-            .transpose(1, 2)
-            .reshape([8, 1]);
+        let permuted = rows.view([2, 2, 2, 1]).transpose(1, 2).reshape([8, 1]);
         let permuted_rows: Vec<i64> = Vec::try_from(permuted.view([8])).unwrap();
         assert_eq!(permuted_rows, [0, 2, 1, 3, 4, 6, 5, 7]);
         let restored = unpermute_rotary_rows(&permuted, 2).unwrap();

@@ -144,14 +144,13 @@ impl DecoderLayer {
         offset: i64,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let attn = self.self_attn.forward(
-            &self.input_layernorm.forward(xs),
-            rotary,
-            offset,
-            cache,
-        )?;
+        let attn =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(xs), rotary, offset, cache)?;
         let xs = xs + attn;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&xs));
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&xs));
         Ok(xs + mlp)
     }
 }

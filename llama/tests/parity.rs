@@ -17,7 +17,10 @@ fn tiny() -> Llama {
 
 fn fixture_io() -> (Tensor, Tensor) {
     let mut io = checkpoint::read(&fixtures().join("tiny_io.safetensors")).unwrap();
-    (io.remove("input_ids").unwrap(), io.remove("logits").unwrap())
+    (
+        io.remove("input_ids").unwrap(),
+        io.remove("logits").unwrap(),
+    )
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {

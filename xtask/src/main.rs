@@ -1,1 +1,56 @@
-fn main(){}
+//! `cargo xtask`: the command line of the model zoo.
+//!
+//! - `doctor`: report libtorch, CUDA and the data files, and how to fix gaps
+//! - `convert gguf IN.gguf OUT_DIR`: a llama.cpp GGUF file to a model directory
+//! - `generate`: stream text from a Llama-architecture model (SmolLM2 by default)
+//! - `bench generate`: prefill and decode speed beside transformers
+
+mod bench;
+mod convert;
+mod doctor;
+mod generate;
+mod models;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Model zoo tasks: doctor, convert, generate, bench"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report the libtorch version and path, CUDA, and every data file.
+    Doctor,
+    /// Convert checkpoints and vocabularies to model directories.
+    #[command(subcommand)]
+    Convert(convert::Convert),
+    /// Generate text with a Llama-architecture model.
+    Generate(generate::Args),
+    /// Measure speed beside the Python reference implementations.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor => doctor::run(),
+        Command::Convert(command) => convert::run(command),
+        Command::Generate(args) => generate::run(&args),
+        Command::Bench(command) => bench::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

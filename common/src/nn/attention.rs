@@ -158,7 +158,11 @@ mod tests {
         let group = q.size()[1] / k.size()[1];
         let mut heads = Vec::new();
         for h in 0..q.size()[1] {
-            let (qh, kh, vh) = (q.select(1, h), k.select(1, h / group), v.select(1, h / group));
+            let (qh, kh, vh) = (
+                q.select(1, h),
+                k.select(1, h / group),
+                v.select(1, h / group),
+            );
             let mut scores = qh.matmul(&kh.transpose(-2, -1)) / (q.size()[3] as f64).sqrt();
             if let Some(allowed) = allowed {
                 scores = scores.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
@@ -171,7 +175,11 @@ mod tests {
     #[test]
     fn grouped_query_reads_right_kv_head() {
         tch::manual_seed(2);
-        let (q, k, v) = (randn(&[2, 8, 5, 4]), randn(&[2, 2, 5, 4]), randn(&[2, 2, 5, 4]));
+        let (q, k, v) = (
+            randn(&[2, 8, 5, 4]),
+            randn(&[2, 2, 5, 4]),
+            randn(&[2, 2, 5, 4]),
+        );
         let out = scaled_dot_product_attention(&q, &k, &v, &Mask::Causal).unwrap();
         let allowed = Mask::Causal.to_tensor(5, 5, Device::Cpu);
         let expected = naive(&q, &k, &v, allowed.as_ref());
@@ -181,7 +189,11 @@ mod tests {
     #[test]
     fn grouped_equals_multi_head_with_copied_kv() {
         tch::manual_seed(3);
-        let (q, k, v) = (randn(&[1, 6, 4, 8]), randn(&[1, 3, 4, 8]), randn(&[1, 3, 4, 8]));
+        let (q, k, v) = (
+            randn(&[1, 6, 4, 8]),
+            randn(&[1, 3, 4, 8]),
+            randn(&[1, 3, 4, 8]),
+        );
         let gqa = scaled_dot_product_attention(&q, &k, &v, &Mask::Causal).unwrap();
         let k_mha = k.repeat_interleave_self_int(2, 1, None);
         let v_mha = v.repeat_interleave_self_int(2, 1, None);
@@ -199,7 +211,9 @@ mod tests {
 
     #[test]
     fn banded_mask_keeps_window() {
-        let mask = Mask::Banded { window: 2 }.to_tensor(4, 4, Device::Cpu).unwrap();
+        let mask = Mask::Banded { window: 2 }
+            .to_tensor(4, 4, Device::Cpu)
+            .unwrap();
         let rows: Vec<Vec<bool>> = Vec::try_from(mask).unwrap();
         assert_eq!(rows[3], [false, false, true, true]);
         assert_eq!(rows[0], [true, false, false, false]);

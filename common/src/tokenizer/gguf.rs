@@ -140,10 +140,12 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<(serde_json::Value, serde_json::Valu
         _ => byte_level.clone(),
     };
 
-    let flag = |key: &str| gguf.get(key).and_then(|v| match v {
-        Value::Bool(b) => Some(*b),
-        _ => None,
-    });
+    let flag = |key: &str| {
+        gguf.get(key).and_then(|v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })
+    };
     let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(false);
     let add_eos = flag("tokenizer.ggml.add_eos_token").unwrap_or(false);
     let bos = token_name(&tokens, gguf, "tokenizer.ggml.bos_token_id");
@@ -157,7 +159,10 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<(serde_json::Value, serde_json::Valu
     for (enabled, token) in [(add_bos, &bos), (add_eos, &eos)] {
         if let (true, Some(name)) = (enabled, token) {
             let id = vocab.get(name).cloned().unwrap_or(json!(0));
-            special_tokens.insert(name.clone(), json!({"id": name, "ids": [id], "tokens": [name]}));
+            special_tokens.insert(
+                name.clone(),
+                json!({"id": name, "ids": [id], "tokens": [name]}),
+            );
         }
     }
     if add_bos && bos.is_some() {

@@ -183,12 +183,15 @@ pub fn render_chat_template(
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |message: String| -> Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            message,
-        ))
-    });
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                message,
+            ))
+        },
+    );
     env.add_template("chat", template).map_err(template_error)?;
     let mut context = std::collections::BTreeMap::new();
     context.insert("messages", minijinja::Value::from_serialize(messages));
@@ -240,7 +243,8 @@ mod tests {
 
     #[test]
     fn chat_template_renders_like_transformers() {
-        let text = render_chat_template(TEMPLATE, &[Message::new("user", "Hi")], true, &[]).unwrap();
+        let text =
+            render_chat_template(TEMPLATE, &[Message::new("user", "Hi")], true, &[]).unwrap();
         assert_eq!(
             text,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"

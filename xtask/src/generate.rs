@@ -1,0 +1,184 @@
+//! `cargo xtask generate`: stream text from a Llama-architecture model.
+
+use anyhow::{Context, Result};
+use common::generation::{self, FinishReason};
+use common::sampling::{Sampler, SamplingConfig};
+use common::tokenizer::{Message, Tokenizer};
+use llama::Llama;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tch::Kind;
+
+/// The prompt used when none is given.
+pub const DEFAULT_PROMPT: &str = "Give me three tips for learning a new language.";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory (config.json, model.safetensors, tokenizer.json).
+    /// Default: SmolLM2-135M-Instruct, converted into the cache on first use.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The user message, or the raw text to continue with --no-chat.
+    #[arg(long, default_value = DEFAULT_PROMPT)]
+    prompt: String,
+    /// Render the prompt with the model's chat template (the default when
+    /// the tokenizer has one).
+    #[arg(long, conflicts_with = "no_chat")]
+    chat: bool,
+    /// Use the prompt as raw text, without the chat template.
+    #[arg(long)]
+    no_chat: bool,
+    /// A system message for the chat template.
+    #[arg(long)]
+    system: Option<String>,
+    /// The maximum number of tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Softmax temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.2)]
+    temperature: f64,
+    /// Sample among the k most likely tokens only (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample among the most likely tokens whose probabilities add up to p.
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f64,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Weight dtype: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Intra-op threads of libtorch (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Print one JSON object (ids, text, speeds) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A loaded model with its tokenizer and stop tokens.
+pub struct Session {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub stop_tokens: Vec<u32>,
+}
+
+impl Session {
+    /// Loads a model directory.
+    pub fn load(dir: &Path, device: tch::Device, kind: Kind) -> Result<Self> {
+        let model = Llama::load(dir, device, kind)
+            .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let mut stop_tokens = model.config().eos_token_ids.clone();
+        if let Some(eos) = tokenizer
+            .special_token("eos_token")
+            .and_then(|t| tokenizer.token_id(&t))
+        {
+            if !stop_tokens.contains(&eos) {
+                stop_tokens.push(eos);
+            }
+        }
+        Ok(Self {
+            model,
+            tokenizer,
+            stop_tokens,
+        })
+    }
+
+    /// Tokenizes a prompt, through the chat template when `chat` is set.
+    pub fn prompt_ids(&self, prompt: &str, chat: bool, system: Option<&str>) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            anyhow::bail!("the prompt is empty: pass a non-empty --prompt");
+        }
+        if !chat {
+            return Ok(self.tokenizer.encode(prompt, true)?);
+        }
+        let mut messages = Vec::new();
+        if let Some(system) = system {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", prompt));
+        let text = self.tokenizer.apply_chat_template(&messages, true)?;
+        // The template writes the special tokens itself.
+        Ok(self.tokenizer.encode(&text, false)?)
+    }
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let device = common::device::parse_device(&args.device)?;
+    let kind = common::device::parse_kind(&args.dtype)?;
+    if let Some(threads) = args.threads {
+        anyhow::ensure!(threads > 0, "--threads {threads} is invalid: use 1 or more");
+        tch::set_num_threads(threads);
+    }
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    let mut sampler = Sampler::new(sampling)?;
+    let dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => crate::models::ensure_default_model()?,
+    };
+    let session = Session::load(&dir, device, kind)?;
+    let chat = !args.no_chat && (args.chat || session.tokenizer.chat_template().is_some());
+    let prompt_ids = session.prompt_ids(&args.prompt, chat, args.system.as_deref())?;
+
+    let mut stream = session.tokenizer.decode_stream(true);
+    let mut stdout = std::io::stdout().lock();
+    let json = args.json;
+    let output = generation::generate(
+        &session.model,
+        &prompt_ids,
+        args.max_new_tokens,
+        &mut sampler,
+        &session.stop_tokens,
+        |token| {
+            if json {
+                return Ok(());
+            }
+            if let Some(text) = stream.step(token)? {
+                // A closed pipe (`| head`) ends the output, not the program.
+                let _ = write!(stdout, "{text}").and_then(|()| stdout.flush());
+            }
+            Ok(())
+        },
+    )?;
+    let text = session.tokenizer.decode(&output.tokens, true)?;
+    let prefill = output.prefill_tokens_per_second(prompt_ids.len());
+    let decode = output.decode_tokens_per_second();
+    if json {
+        let finish = match output.finish {
+            FinishReason::Stop(_) => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Context => "context",
+        };
+        let record = serde_json::json!({
+            "model": dir,
+            "prompt_ids": prompt_ids,
+            "generated_ids": output.tokens,
+            "text": text,
+            "finish_reason": finish,
+            "prefill_tokens_per_second": prefill,
+            "decode_tokens_per_second": decode,
+            "device": format!("{device:?}"),
+            "dtype": common::device::kind_name(kind),
+        });
+        writeln!(stdout, "{record}")?;
+    } else {
+        writeln!(stdout)?;
+        eprintln!(
+            "[{} prompt tokens at {prefill:.1} tokens/s, {} generated at {decode:.1} tokens/s]",
+            prompt_ids.len(),
+            output.tokens.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
