@@ -80,8 +80,51 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
+/// Parses a safetensors file, describing a truncated file or a header length
+/// past the end in numbers rather than with the terse errors of `safetensors`.
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes).map_err(|e| Error::format(path, "safetensors", e.to_string()))
+    let invalid = |message: String| {
+        Error::format(
+            path,
+            "safetensors",
+            format!(
+                "{message} (truncated or corrupt file): replace it with a complete copy of the \
+                 checkpoint"
+            ),
+        )
+    };
+    let Some(length_field) = bytes.first_chunk::<8>() else {
+        return Err(invalid(format!(
+            "the file has {} bytes, fewer than the 8 bytes of the header length",
+            bytes.len()
+        )));
+    };
+    let header_len = u64::from_le_bytes(*length_field);
+    let after_length = bytes.len() as u64 - 8;
+    if header_len > after_length {
+        return Err(invalid(format!(
+            "header length {header_len} exceeds the {after_length} bytes that follow it"
+        )));
+    }
+    let (header, data) = bytes[8..].split_at(header_len as usize);
+    SafeTensors::deserialize(bytes).map_err(|e| match declared_data_len(header) {
+        Some(declared) if declared != data.len() as u64 => invalid(format!(
+            "the header declares {declared} bytes of tensor data but {} bytes follow the header",
+            data.len()
+        )),
+        _ => invalid(e.to_string()),
+    })
+}
+
+/// Returns the end of the last tensor's data that a safetensors header
+/// declares, relative to the end of the header.
+fn declared_data_len(header: &[u8]) -> Option<u64> {
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .map(|(_, info)| info.get("data_offsets")?.get(1)?.as_u64())
+        .try_fold(0, |max: u64, end| Some(max.max(end?)))
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {

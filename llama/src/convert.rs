@@ -143,6 +143,22 @@ pub fn unpermute_rotary_rows(tensor: &Tensor, heads: i64) -> Result<Tensor> {
 /// The directory is written under a temporary name and renamed when
 /// complete, so an interrupted conversion leaves no partial model.
 pub fn gguf_to_model_dir(input: &Path, output: &Path, show_progress: bool) -> Result<()> {
+    match std::fs::metadata(input) {
+        Ok(metadata) if metadata.is_file() => {}
+        Ok(_) => {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a file: pass the path of a GGUF file",
+                input.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidInput(format!(
+                "{} not found: pass the path of an existing GGUF file",
+                input.display()
+            )))
+        }
+        Err(e) => return Err(Error::io(input, e)),
+    }
     if output.exists() {
         return Err(Error::InvalidInput(format!(
             "{} already exists: remove it or choose another output directory",
@@ -162,12 +178,17 @@ pub fn gguf_to_model_dir(input: &Path, output: &Path, show_progress: bool) -> Re
             )));
         }
         if !info.ggml_type.can_dequantize() {
+            // `block_layout` is None exactly for the ids that have no ggml name.
+            let type_name = match info.ggml_type.block_layout() {
+                Some(_) => format!("type {}", info.ggml_type),
+                None => format!("unknown type id {}", info.ggml_type.id()),
+            };
             return Err(Error::Unsupported(format!(
-                "{}: tensor {} has type {}, which cannot be dequantized; supported: \
+                "{}: tensor {} has {type_name}, which cannot be dequantized. Use a GGUF file \
+                 whose tensors have supported types: \
                  F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K",
                 input.display(),
                 info.name,
-                info.ggml_type
             )));
         }
     }
@@ -234,7 +255,13 @@ fn write_model_dir(
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     checkpoint::save(&dir.join(checkpoint::SINGLE_FILE), tensors, Some(metadata))?;
     if gguf.get("tokenizer.ggml.model").is_some() {
-        let (tokenizer_json, tokenizer_config) = tokenizer::from_gguf(gguf)?;
+        let (tokenizer_json, tokenizer_config) =
+            tokenizer::from_gguf(gguf).map_err(|e| match e {
+                Error::Unsupported(message) => {
+                    Error::Unsupported(format!("{}: {message}", gguf.path().display()))
+                }
+                other => other,
+            })?;
         write_json(&dir.join("tokenizer.json"), &tokenizer_json)?;
         write_json(&dir.join("tokenizer_config.json"), &tokenizer_config)?;
     }

@@ -48,7 +48,16 @@ impl Llama {
                 config_path.display()
             )));
         }
-        let config = Config::from_file(&config_path)?;
+        // Validation errors name a field but not the file it came from.
+        let config = Config::from_file(&config_path).map_err(|e| match e {
+            Error::InvalidInput(message) => {
+                Error::InvalidInput(format!("{}: {message}", config_path.display()))
+            }
+            Error::Unsupported(message) => {
+                Error::Unsupported(format!("{}: {message}", config_path.display()))
+            }
+            other => other,
+        })?;
         let files = checkpoint::model_files(dir)?;
         let mut vs = VarStore::new(device);
         let model = Llama::new(&vs.root(), &config)?;

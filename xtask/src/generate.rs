@@ -36,13 +36,13 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
     /// Softmax temperature; 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     temperature: f64,
     /// Sample among the k most likely tokens only (0: no limit).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
     /// Sample among the most likely tokens whose probabilities add up to p.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     top_p: f64,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
