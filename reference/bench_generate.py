@@ -1,5 +1,6 @@
 """Prefill and decode speed of transformers on SmolLM2-135M-Instruct, loaded
-from the same GGUF file as the Rust model (dequantized to f32, on the CPU).
+from the same GGUF file as the Rust model (dequantized to f32, on the CPU;
+see `smollm2.load_for_benchmark`).
 
 `cargo xtask bench generate` runs this beside the Rust implementation, with
 the same prompt ids, number of new tokens and threads, and prints the ratios.
@@ -15,7 +16,7 @@ import time
 
 import torch
 
-from smollm2 import load
+from smollm2 import load_for_benchmark
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    model, _ = load()
+    model, _ = load_for_benchmark()
     prompt = torch.tensor([[int(t) for t in args.prompt_ids.split(",")]])
     mask = torch.ones_like(prompt)
     generate = dict(

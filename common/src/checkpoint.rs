@@ -234,6 +234,21 @@ pub fn load_into(vs: &mut VarStore, files: &[PathBuf], options: &LoadOptions) ->
     Ok(())
 }
 
+/// Returns the total number of elements in the tensors of `files`, reading
+/// only their headers.
+pub fn count_elements(files: &[PathBuf]) -> Result<u64> {
+    let mut total = 0u64;
+    for path in files {
+        let map = map_file(path)?;
+        let st = parse(path, &map)?;
+        for (_, view) in st.iter() {
+            let elements: u64 = view.shape().iter().map(|&d| d as u64).product();
+            total = total.saturating_add(elements);
+        }
+    }
+    Ok(total)
+}
+
 /// Reads every tensor of a safetensors file onto the CPU, by name.
 pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let map = map_file(path)?;

@@ -7,7 +7,8 @@
 use crate::config::Config;
 use common::generation::CausalLm;
 use common::nn::{
-    linear, scaled_dot_product_attention, swiglu, KvCache, Mask, RmsNorm, RotaryEmbedding,
+    linear, scaled_dot_product_attention, swiglu, KvCache, Mask, RmsNorm, RotaryAngles,
+    RotaryEmbedding,
 };
 use common::{Error, Result};
 use tch::nn::{self, Module};
@@ -64,13 +65,7 @@ impl Attention {
         }
     }
 
-    fn forward(
-        &self,
-        xs: &Tensor,
-        rotary: &RotaryEmbedding,
-        offset: i64,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, rotary: &RotaryAngles, cache: &mut KvCache) -> Result<Tensor> {
         let (batch, seq, _) = xs.size3()?;
         let heads = |proj: &nn::Linear, n: i64| {
             proj.forward(xs)
@@ -79,8 +74,8 @@ impl Attention {
         };
 
         // (batch, heads, seq, head_dim), rotated to their positions
-        let q = rotary.apply(&heads(&self.q_proj, self.num_heads), offset)?;
-        let k = rotary.apply(&heads(&self.k_proj, self.num_kv_heads), offset)?;
+        let q = rotary.apply(&heads(&self.q_proj, self.num_heads))?;
+        let k = rotary.apply(&heads(&self.k_proj, self.num_kv_heads))?;
         let v = heads(&self.v_proj, self.num_kv_heads);
 
         let (k, v) = cache.append(&k, &v)?;
@@ -137,16 +132,9 @@ impl DecoderLayer {
         }
     }
 
-    fn forward(
-        &self,
-        xs: &Tensor,
-        rotary: &RotaryEmbedding,
-        offset: i64,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
-        let attn =
-            self.self_attn
-                .forward(&self.input_layernorm.forward(xs), rotary, offset, cache)?;
+    fn forward(&self, xs: &Tensor, rotary: &RotaryAngles, cache: &mut KvCache) -> Result<Tensor> {
+        let normed = self.input_layernorm.forward(xs);
+        let attn = self.self_attn.forward(&normed, rotary, cache)?;
         let xs = xs + attn;
         let mlp = self
             .mlp
@@ -186,12 +174,7 @@ impl Llama {
         let norm = RmsNorm::new(&model / "norm", c.hidden_size, c.rms_norm_eps);
         let lm_head = (!c.tie_word_embeddings)
             .then(|| linear(path / "lm_head", c.hidden_size, c.vocab_size, false));
-        let rotary = RotaryEmbedding::new(
-            c.head_dim,
-            c.max_position_embeddings,
-            c.rope_theta,
-            path.device(),
-        );
+        let rotary = RotaryEmbedding::new(c.head_dim, c.rope_theta, path.device())?;
         Ok(Self {
             embed_tokens,
             layers,
@@ -250,12 +233,14 @@ impl Llama {
     /// - returns `(batch, seq, hidden_size)`
     pub fn hidden_states(&self, input_ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
         self.check_input(input_ids, cache)?;
-        let offset = cache.len();
         let mut xs = self
             .embed_tokens
             .forward(&input_ids.f_to_kind(Kind::Int64)?);
+        let angles = self
+            .rotary
+            .angles(cache.len(), input_ids.size()[1], xs.kind())?;
         for (layer, layer_cache) in self.layers.iter().zip(&mut cache.layers) {
-            xs = layer.forward(&xs, &self.rotary, offset, layer_cache)?;
+            xs = layer.forward(&xs, &angles, layer_cache)?;
         }
         Ok(self.norm.forward(&xs))
     }

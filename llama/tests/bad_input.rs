@@ -174,6 +174,40 @@ fn load_config_shape_mismatch() {
 }
 
 #[test]
+fn load_config_larger_than_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = copy_tiny(dir.path());
+    // 6.4e12 weights: allocating them would exhaust memory.
+    edit_config(&model, |config| {
+        config["vocab_size"] = 100_000_000_000i64.into()
+    });
+    let message = load_error(&model);
+    assert_contains(
+        &message,
+        &[
+            "config.json",
+            "vocab_size 100000000000",
+            "model.safetensors",
+        ],
+    );
+}
+
+#[test]
+fn load_config_parameter_count_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = copy_tiny(dir.path());
+    edit_config(&model, |config| {
+        config["num_hidden_layers"] = i64::MAX.into();
+        config["hidden_size"] = i64::MAX.into();
+    });
+    let message = load_error(&model);
+    assert_contains(
+        &message,
+        &[&format!("num_hidden_layers {}", i64::MAX), "2^128"],
+    );
+}
+
+#[test]
 fn load_missing_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let model = copy_tiny(dir.path());
@@ -282,4 +316,24 @@ fn load_dir_without_config() {
     let dir = tempfile::tempdir().unwrap();
     let message = load_error(dir.path());
     assert_contains(&message, &["config.json", "not found"]);
+}
+
+#[test]
+fn load_huge_context_allocates_nothing_per_position() {
+    // Rotary angles are computed per forward pass, so a context of 10^12
+    // positions costs no memory until positions are used.
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(tiny.join(name), dir.path().join(name)).unwrap();
+    }
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["max_position_embeddings"] = serde_json::json!(1_000_000_000_000i64);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let model = Llama::load(dir.path(), Device::Cpu, Kind::Float).unwrap();
+    let ids = Tensor::from_slice(&[3i64, 4, 5]).unsqueeze(0);
+    let logits = model.forward(&ids, &mut model.new_cache()).unwrap();
+    assert_eq!(logits.size(), [1, 3, 256]);
 }

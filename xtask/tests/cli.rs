@@ -348,6 +348,26 @@ fn generate_huge_safetensors_header_length() {
 }
 
 #[test]
+fn generate_config_larger_than_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert_tiny(dir.path());
+    let config_path = model.join("config.json");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["vocab_size"] = 100_000_000_000i64.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let output = generate(&model, &["--prompt", "hi"]);
+    assert_error(
+        &output,
+        &[
+            "config.json",
+            "vocab_size 100000000000",
+            "model.safetensors",
+        ],
+    );
+}
+
+#[test]
 fn generate_negative_temperature() {
     let dir = tempfile::tempdir().unwrap();
     let model = convert_tiny(dir.path());

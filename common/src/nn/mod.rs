@@ -12,7 +12,7 @@ mod rotary;
 pub use activation::{silu, swiglu};
 pub use attention::{scaled_dot_product_attention, KvCache, Mask};
 pub use norm::RmsNorm;
-pub use rotary::RotaryEmbedding;
+pub use rotary::{RotaryAngles, RotaryEmbedding};
 
 use tch::nn;
 

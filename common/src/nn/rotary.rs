@@ -8,71 +8,83 @@
 use crate::Result;
 use tch::{Device, Kind, Tensor};
 
-/// Precomputed cosines and sines of the rotary angles for every position.
+/// The inverse frequencies of the rotary angles of one head.
+///
+/// The cosines and sines are computed for the positions of each forward
+/// pass, so memory does not grow with the context length.
 #[derive(Debug)]
 pub struct RotaryEmbedding {
+    inv_freq: Tensor,
+}
+
+/// Cosines and sines of the rotary angles for a run of positions, each of
+/// shape `(seq, head_dim)`.
+#[derive(Debug)]
+pub struct RotaryAngles {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl RotaryEmbedding {
-    /// Tabulates the angles `p * theta^(-2i / head_dim)` in f32 for the
-    /// positions `0..max_positions`.
-    pub fn new(head_dim: i64, max_positions: i64, theta: f64, device: Device) -> Self {
-        let options = (Kind::Float, device);
-        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, device))
-            .to_kind(Kind::Float)
+    /// Computes `theta^(-2i / head_dim)` for `i < head_dim / 2`, in f32.
+    pub fn new(head_dim: i64, theta: f64, device: Device) -> Result<Self> {
+        let exponents = Tensor::f_arange_start_step(0, head_dim, 2, (Kind::Int64, device))?
+            .f_to_kind(Kind::Float)?
             / head_dim as f64;
         let inv_freq = Tensor::from(theta as f32)
-            .to_device(device)
-            .pow(&exponents)
-            .reciprocal();
-        let positions = Tensor::arange(max_positions, options);
-        let freqs = positions.outer(&inv_freq);
-        let angles = Tensor::cat(&[&freqs, &freqs], -1);
-        Self {
-            cos: angles.cos(),
-            sin: angles.sin(),
-        }
+            .f_to_device(device)?
+            .f_pow(&exponents)?
+            .f_reciprocal()?;
+        Ok(Self { inv_freq })
     }
 
-    /// The number of tabulated positions.
-    pub fn max_positions(&self) -> i64 {
-        self.cos.size()[0]
+    /// Returns the angles `p * inv_freq` of positions `offset..offset + seq`
+    /// in f32, converted to `kind`.
+    pub fn angles(&self, offset: i64, seq: i64, kind: Kind) -> Result<RotaryAngles> {
+        let device = self.inv_freq.device();
+        let positions = Tensor::f_arange_start(offset, offset + seq, (Kind::Float, device))?;
+        let freqs = positions.f_outer(&self.inv_freq)?;
+        let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        Ok(RotaryAngles {
+            cos: angles.f_cos()?.f_to_kind(kind)?,
+            sin: angles.f_sin()?.f_to_kind(kind)?,
+        })
     }
+}
 
-    /// Rotates `xs` of shape `(batch, heads, seq, head_dim)` whose first
-    /// position is `offset`.
-    pub fn apply(&self, xs: &Tensor, offset: i64) -> Result<Tensor> {
-        let seq_len = xs.size()[2];
-        let cos = self.cos.f_narrow(0, offset, seq_len)?.to_kind(xs.kind());
-        let sin = self.sin.f_narrow(0, offset, seq_len)?.to_kind(xs.kind());
-        Ok(xs * cos + rotate_half(xs) * sin)
+impl RotaryAngles {
+    /// Rotates `xs` of shape `(batch, heads, seq, head_dim)`.
+    pub fn apply(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs.f_mul(&self.cos)? + rotate_half(xs)?.f_mul(&self.sin)?)
     }
 }
 
 /// Maps `[x1, x2]` to `[-x2, x1]` on the last dimension.
-fn rotate_half(xs: &Tensor) -> Tensor {
+fn rotate_half(xs: &Tensor) -> Result<Tensor> {
     let half = xs.size()[xs.dim() - 1] / 2;
-    let x1 = xs.narrow(-1, 0, half);
-    let x2 = xs.narrow(-1, half, half);
-    Tensor::cat(&[x2.neg(), x1], -1)
+    let x1 = xs.f_narrow(-1, 0, half)?;
+    let x2 = xs.f_narrow(-1, half, half)?;
+    Ok(Tensor::f_cat(&[x2.f_neg()?, x1], -1)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rotate(rope: &RotaryEmbedding, xs: &Tensor, position: i64) -> Tensor {
+        let angles = rope.angles(position, xs.size()[2], xs.kind()).unwrap();
+        angles.apply(xs).unwrap()
+    }
+
     #[test]
     fn score_depends_only_on_distance() {
-        let rope = RotaryEmbedding::new(8, 64, 10_000.0, Device::Cpu);
+        let rope = RotaryEmbedding::new(8, 10_000.0, Device::Cpu).unwrap();
         tch::manual_seed(1);
         let q = Tensor::randn([1, 1, 1, 8], (Kind::Float, Device::Cpu));
         let k = Tensor::randn([1, 1, 1, 8], (Kind::Float, Device::Cpu));
         let score = |pq: i64, pk: i64| {
-            let q = rope.apply(&q, pq).unwrap();
-            let k = rope.apply(&k, pk).unwrap();
-            (q * k).sum(Kind::Float).double_value(&[])
+            let product = rotate(&rope, &q, pq) * rotate(&rope, &k, pk);
+            product.sum(Kind::Float).double_value(&[])
         };
         for (a, b) in [(3, 1), (10, 8), (40, 38)] {
             assert!((score(a, b) - score(3, 1)).abs() < 1e-4);
@@ -82,15 +94,19 @@ mod tests {
 
     #[test]
     fn position_zero_is_identity() {
-        let rope = RotaryEmbedding::new(4, 4, 10_000.0, Device::Cpu);
+        let rope = RotaryEmbedding::new(4, 10_000.0, Device::Cpu).unwrap();
         let xs = Tensor::randn([2, 3, 1, 4], (Kind::Float, Device::Cpu));
-        assert!(rope.apply(&xs, 0).unwrap().allclose(&xs, 1e-6, 1e-6, false));
+        assert!(rotate(&rope, &xs, 0).allclose(&xs, 1e-6, 1e-6, false));
     }
 
     #[test]
-    fn offset_past_table_is_error() {
-        let rope = RotaryEmbedding::new(4, 4, 10_000.0, Device::Cpu);
-        let xs = Tensor::zeros([1, 1, 2, 4], (Kind::Float, Device::Cpu));
-        assert!(rope.apply(&xs, 3).is_err());
+    fn angles_of_a_run_equal_angles_one_by_one() {
+        let rope = RotaryEmbedding::new(8, 500.0, Device::Cpu).unwrap();
+        let xs = Tensor::randn([1, 2, 5, 8], (Kind::Float, Device::Cpu));
+        let whole = rotate(&rope, &xs, 7);
+        for t in 0..5 {
+            let one = rotate(&rope, &xs.narrow(2, t, 1), 7 + t);
+            assert!(one.allclose(&whole.narrow(2, t, 1), 1e-6, 1e-6, false));
+        }
     }
 }
