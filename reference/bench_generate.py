@@ -7,7 +7,7 @@ the same prompt ids, number of new tokens and threads, and prints the ratios.
 Prints one JSON object.
 
     ~/.cache/modelzoo/venv/bin/python reference/bench_generate.py \
-        --threads 2 --new-tokens 64 --runs 3 --prompt-ids 1,2,3
+        --threads 2 --dtype f32 --new-tokens 64 --runs 3 --prompt-ids 1,2,3
 """
 
 import argparse
@@ -22,6 +22,7 @@ from smollm2 import load_for_benchmark
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
     parser.add_argument("--new-tokens", type=int, required=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--prompt-ids", required=True, help="comma-separated token ids")
@@ -29,6 +30,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model, _ = load_for_benchmark()
+    model = model.to({"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype])
     prompt = torch.tensor([[int(t) for t in args.prompt_ids.split(",")]])
     mask = torch.ones_like(prompt)
     generate = dict(
@@ -59,6 +61,7 @@ def main() -> None:
             {
                 "implementation": f"transformers {__import__('transformers').__version__}, torch {torch.__version__}",
                 "threads": torch.get_num_threads(),
+                "dtype": args.dtype,
                 "prompt_tokens": prompt.shape[1],
                 "new_tokens": args.new_tokens,
                 "prefill_tokens_per_second": prompt.shape[1] / prefill_s,

@@ -8,13 +8,16 @@ use common::generation;
 use common::sampling::{Sampler, SamplingConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use tch::{Device, Kind};
+use tch::Device;
 
 #[derive(Subcommand)]
 pub enum Bench {
-    /// Prefill and decode tokens per second of SmolLM2-135M at f32 on the
-    /// CPU, beside transformers loading the same GGUF file.
+    /// Prefill and decode tokens per second of SmolLM2-135M on the CPU,
+    /// beside transformers loading the same GGUF file.
     Generate {
+        /// Weight dtype of both implementations: f32, bf16 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
         /// Intra-op threads for both implementations (default: all cores).
         #[arg(long)]
         threads: Option<i32>,
@@ -33,11 +36,12 @@ pub enum Bench {
 pub fn run(command: Bench) -> Result<ExitCode> {
     match command {
         Bench::Generate {
+            dtype,
             threads,
             new_tokens,
             runs,
             json,
-        } => bench_generate(threads, new_tokens, runs, json),
+        } => bench_generate(&dtype, threads, new_tokens, runs, json),
     }
 }
 
@@ -54,11 +58,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn bench_generate(
+    dtype: &str,
     threads: Option<i32>,
     new_tokens: usize,
     runs: usize,
     json: bool,
 ) -> Result<ExitCode> {
+    let kind = common::device::parse_kind(dtype)?;
+    let dtype = common::device::kind_name(kind);
     anyhow::ensure!(runs > 0, "--runs {runs} is invalid: use 1 or more");
     anyhow::ensure!(
         new_tokens > 1,
@@ -71,7 +78,7 @@ fn bench_generate(
     };
     tch::set_num_threads(threads);
     let dir = crate::models::ensure_default_model()?;
-    let session = Session::load(&dir, Device::Cpu, Kind::Float)?;
+    let session = Session::load(&dir, Device::Cpu, kind)?;
     let prompt_ids = session.prompt_ids(DEFAULT_PROMPT, true, None)?;
 
     // Rust: greedy decoding with no stop token, so every run decodes
@@ -102,6 +109,7 @@ fn bench_generate(
         .current_dir(reference_dir())
         .arg("bench_generate.py")
         .args(["--threads", &threads.to_string()])
+        .args(["--dtype", dtype])
         .args(["--new-tokens", &new_tokens.to_string()])
         .args(["--runs", &runs.to_string()])
         .args(["--prompt-ids", &ids.join(",")])
@@ -132,7 +140,7 @@ fn bench_generate(
 
     if json {
         let record = serde_json::json!({
-            "model": "SmolLM2-135M-Instruct", "dtype": "f32", "device": "cpu",
+            "model": "SmolLM2-135M-Instruct", "dtype": dtype, "device": "cpu",
             "threads": threads, "prompt_tokens": prompt_ids.len(), "new_tokens": new_tokens,
             "rust": {"prefill_tokens_per_second": rust_prefill, "decode_tokens_per_second": rust_decode},
             "reference": reference,
@@ -141,7 +149,7 @@ fn bench_generate(
         println!("{record}");
     } else {
         println!(
-            "SmolLM2-135M-Instruct, f32, CPU, {threads} threads, {} prompt tokens, {new_tokens} new tokens, median of {runs}",
+            "SmolLM2-135M-Instruct, {dtype}, CPU, {threads} threads, {} prompt tokens, {new_tokens} new tokens, median of {runs}",
             prompt_ids.len()
         );
         println!("| phase   | Rust (tokens/s) | transformers (tokens/s) | ratio |");
