@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Errors returned by the model crates.
 ///
 /// Every variant names the file, tensor or value at fault, so that the
-/// message alone tells the user what to fix.
+/// message alone shows the user what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written. The message includes the I/O

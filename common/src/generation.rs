@@ -10,7 +10,7 @@ pub trait CausalLm {
     /// The per-sequence decoding state (the KV cache of every layer).
     type Cache;
 
-    /// An empty cache for one sequence.
+    /// Returns an empty cache for one sequence.
     fn new_cache(&self) -> Self::Cache;
 
     /// Runs `tokens` of shape `(1, seq)` after the positions already in
@@ -18,13 +18,13 @@ pub trait CausalLm {
     /// position, shape `(vocab,)`.
     fn last_logits(&self, tokens: &Tensor, cache: &mut Self::Cache) -> Result<Tensor>;
 
-    /// The number of positions the model can attend to.
+    /// Returns the number of positions the model can attend to.
     fn context_length(&self) -> i64;
 
-    /// The number of tokens in the vocabulary.
+    /// Returns the number of tokens in the vocabulary.
     fn vocab_size(&self) -> i64;
 
-    /// The device the weights live on.
+    /// Returns the device the weights live on.
     fn device(&self) -> Device;
 }
 
@@ -74,7 +74,7 @@ pub fn check_prompt<M: CausalLm>(model: &M, prompt: &[u32]) -> Result<()> {
     let context = model.context_length();
     if prompt.len() as i64 > context {
         return Err(Error::InvalidInput(format!(
-            "the prompt has {} tokens but the model's context holds {context}: shorten the prompt",
+            "the prompt has {} tokens but the model's context is {context} tokens: shorten the prompt",
             prompt.len()
         )));
     }

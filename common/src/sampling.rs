@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tch::{Kind, Tensor};
 
-/// How the next token is chosen from the logits.
+/// The settings that choose the next token from the logits.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingConfig {
     /// Softmax temperature; 0 selects the most likely token (greedy decoding).
@@ -121,7 +121,8 @@ impl Sampler {
     }
 }
 
-/// The index of the largest value; the first one on ties, as `torch.argmax`.
+/// Returns the index of the largest value, the first one on ties as in
+/// `torch.argmax`.
 pub fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
     for (i, v) in values.iter().enumerate() {

@@ -217,6 +217,13 @@ impl Config {
                 self.head_dim
             )));
         }
+        if self.num_parameters() == i64::MAX {
+            return Err(Error::InvalidInput(format!(
+                "config: hidden_size {}, intermediate_size {}, vocab_size {} and \
+                 num_hidden_layers {} give more parameters than an i64 counts",
+                self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
+            )));
+        }
         if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
             return Err(Error::InvalidInput(format!(
                 "config: rms_norm_eps {} and rope_theta {} must be positive",
@@ -255,30 +262,40 @@ impl Config {
         }
     }
 
-    /// The number of parameters, from the layer shapes.
+    /// Returns the number of parameters, from the layer shapes. The
+    /// arithmetic saturates at `i64::MAX`, which [`Config::validate`] rejects.
     pub fn num_parameters(&self) -> i64 {
-        let (d, kv) = (self.hidden_size, self.num_kv_heads * self.head_dim);
-        let q = self.num_heads * self.head_dim;
+        let mul = |a: i64, b: i64| a.saturating_mul(b);
+        let d = self.hidden_size;
+        let q = mul(self.num_heads, self.head_dim);
+        let kv = mul(self.num_kv_heads, self.head_dim);
+        let ff = self.intermediate_size;
         let attn_bias = if self.attention_bias {
-            q + 2 * kv + d
+            q.saturating_add(mul(2, kv)).saturating_add(d)
         } else {
             0
         };
         let mlp_bias = if self.mlp_bias {
-            2 * self.intermediate_size + d
+            mul(2, ff).saturating_add(d)
         } else {
             0
         };
-        let attention = d * q + 2 * d * kv + q * d + attn_bias;
-        let mlp = 3 * d * self.intermediate_size + mlp_bias;
-        let layer = attention + mlp + 2 * d;
-        let embedding = self.vocab_size * d;
+        let attention = [mul(d, q), mul(2, mul(d, kv)), mul(q, d), attn_bias];
+        let mlp = [mul(3, mul(d, ff)), mlp_bias];
+        let layer = attention
+            .iter()
+            .chain(&mlp)
+            .fold(mul(2, d), |sum, x| sum.saturating_add(*x));
+        let embedding = mul(self.vocab_size, d);
         let head = if self.tie_word_embeddings {
             0
         } else {
             embedding
         };
-        embedding + self.num_layers * layer + d + head
+        embedding
+            .saturating_add(mul(self.num_layers, layer))
+            .saturating_add(d)
+            .saturating_add(head)
     }
 
     /// A configuration with the shape of a published model and the Llama

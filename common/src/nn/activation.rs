@@ -7,7 +7,7 @@ pub fn silu(xs: &Tensor) -> Tensor {
     xs.silu()
 }
 
-/// The SwiGLU gate of Shazeer (2020), "GLU Variants Improve Transformer":
+/// Computes the SwiGLU gate of Shazeer (2020), "GLU Variants Improve Transformer":
 /// `silu(gate) * up`, where `gate` and `up` are two projections of the input.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Tensor {
     gate.silu() * up

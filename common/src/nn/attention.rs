@@ -10,7 +10,7 @@
 use crate::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
-/// Which keys each query may attend to.
+/// The set of keys each query may attend to.
 #[derive(Debug)]
 pub enum Mask {
     /// Every query attends to every key.
@@ -56,12 +56,12 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache that keeps every position.
+    /// Creates an empty cache that keeps every position.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// An empty cache that keeps only the `window` most recent positions, for
+    /// Creates an empty cache that keeps only the `window` most recent positions, for
     /// a banded layer that never reads older ones.
     pub fn with_window(window: i64) -> Self {
         Self {
@@ -70,7 +70,7 @@ impl KvCache {
         }
     }
 
-    /// The number of cached positions.
+    /// Returns the number of cached positions.
     pub fn len(&self) -> i64 {
         self.kv.as_ref().map_or(0, |(k, _)| k.size()[2])
     }
