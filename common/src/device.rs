@@ -30,6 +30,16 @@ fn cuda_device(index: usize) -> Result<Device> {
     }
 }
 
+/// Returns the command-line name of a device: `cpu`, `cuda:N`, `mps`.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(index) => format!("cuda:{index}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+    }
+}
+
 /// Parses a floating-point dtype name: `f32`, `bf16` or `f16`.
 pub fn parse_kind(name: &str) -> Result<Kind> {
     match name {

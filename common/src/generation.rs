@@ -2,6 +2,7 @@
 
 use crate::sampling::Sampler;
 use crate::{Error, Result};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
@@ -37,6 +38,8 @@ pub enum FinishReason {
     Length,
     /// The context of the model is full.
     Context,
+    /// The caller's callback asked to stop.
+    Stopped,
 }
 
 /// The tokens generated and how long each phase took.
@@ -52,15 +55,20 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Prompt tokens processed per second during prefill.
-    pub fn prefill_tokens_per_second(&self, prompt_len: usize) -> f64 {
-        prompt_len as f64 / self.prefill.as_secs_f64().max(f64::MIN_POSITIVE)
+    /// Prompt tokens processed per second during prefill; None when no
+    /// token was generated, so the prompt never ran.
+    pub fn prefill_tokens_per_second(&self, prompt_len: usize) -> Option<f64> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        Some(prompt_len as f64 / self.prefill.as_secs_f64().max(f64::MIN_POSITIVE))
     }
 
-    /// Tokens generated per second after the first one.
-    pub fn decode_tokens_per_second(&self) -> f64 {
-        let steps = self.tokens.len().saturating_sub(1);
-        steps as f64 / self.decode.as_secs_f64().max(f64::MIN_POSITIVE)
+    /// Tokens generated per second after the first one; None with fewer
+    /// than two tokens.
+    pub fn decode_tokens_per_second(&self) -> Option<f64> {
+        let steps = self.tokens.len().checked_sub(1).filter(|&s| s > 0)?;
+        Some(steps as f64 / self.decode.as_secs_f64().max(f64::MIN_POSITIVE))
     }
 }
 
@@ -88,14 +96,16 @@ pub fn check_prompt<M: CausalLm>(model: &M, prompt: &[u32]) -> Result<()> {
 }
 
 /// Generates up to `max_new_tokens` tokens after `prompt`, calling `on_token`
-/// with each one as soon as it is chosen.
+/// with each one as soon as it is chosen. Generation ends early when
+/// `on_token` returns `ControlFlow::Break`, for example when the reader of
+/// streamed output has gone.
 pub fn generate<M: CausalLm>(
     model: &M,
     prompt: &[u32],
     max_new_tokens: usize,
     sampler: &mut Sampler,
     stop_tokens: &[u32],
-    mut on_token: impl FnMut(u32) -> Result<()>,
+    mut on_token: impl FnMut(u32) -> Result<ControlFlow<()>>,
 ) -> Result<Generation> {
     check_prompt(model, prompt)?;
     let _guard = tch::no_grad_guard();
@@ -125,7 +135,9 @@ pub fn generate<M: CausalLm>(
         let token = sampler.sample(&logits)?;
         prefill.get_or_insert_with(|| start.elapsed());
         tokens.push(token);
-        on_token(token)?;
+        if on_token(token)?.is_break() {
+            break FinishReason::Stopped;
+        }
         if stop_tokens.contains(&token) {
             break FinishReason::Stop(token);
         }

@@ -215,7 +215,12 @@ pub fn gguf_to_model_dir(input: &Path, output: &Path, show_progress: bool) -> Re
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
-    std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    std::fs::create_dir_all(&partial).map_err(|e| {
+        Error::InvalidInput(format!(
+            "cannot create the output directory {}: {e}; choose a writable location",
+            output.display()
+        ))
+    })?;
     let result = write_model_dir(&partial, &gguf, &config, &tensors)
         .and_then(|()| std::fs::rename(&partial, output).map_err(|e| Error::io(output, e)));
     if result.is_err() {

@@ -7,6 +7,7 @@ use common::generation;
 use common::sampling::{Sampler, SamplingConfig};
 use llama::Llama;
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -38,7 +39,9 @@ fn forward_error(model: &Llama, input_ids: &Tensor) -> String {
 }
 
 fn generate_error(model: &Llama, prompt: &[u32]) -> String {
-    let result = generation::generate(model, prompt, 4, &mut greedy(), &[], |_| Ok(()));
+    let result = generation::generate(model, prompt, 4, &mut greedy(), &[], |_| {
+        Ok(ControlFlow::Continue(()))
+    });
     result.unwrap_err().to_string()
 }
 

@@ -10,6 +10,7 @@ use common::tokenizer::{Message, Tokenizer};
 use common::{checkpoint, paths};
 use llama::Llama;
 use serde::Deserialize;
+use std::ops::ControlFlow;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -64,14 +65,9 @@ fn smollm2_greedy_decoding_matches_transformers() {
     let mut sampler = Sampler::new(SamplingConfig::default()).unwrap();
     let stop = model.config().eos_token_ids.clone();
     let max_new = reference.generated_ids.len();
-    let output = generation::generate(
-        &model,
-        &prompt_ids,
-        max_new,
-        &mut sampler,
-        &stop,
-        |_| Ok(()),
-    )
+    let output = generation::generate(&model, &prompt_ids, max_new, &mut sampler, &stop, |_| {
+        Ok(ControlFlow::Continue(()))
+    })
     .unwrap();
     assert_eq!(output.tokens, reference.generated_ids);
     assert_eq!(output.finish, FinishReason::Length);

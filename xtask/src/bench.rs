@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use common::generation;
 use common::sampling::{Sampler, SamplingConfig};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use tch::Device;
@@ -19,13 +20,13 @@ pub enum Bench {
         #[arg(long, default_value = "f32")]
         dtype: String,
         /// Intra-op threads for both implementations (default: all cores).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         threads: Option<i32>,
         /// Tokens to decode per run.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
         new_tokens: usize,
         /// Timed runs per implementation; the median is reported.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
         runs: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -93,11 +94,14 @@ fn bench_generate(
             new_tokens,
             &mut sampler,
             &[],
-            |_| Ok(()),
+            |_| Ok(ControlFlow::Continue(())),
         )?;
         if run > 0 {
-            prefill.push(out.prefill_tokens_per_second(prompt_ids.len()));
-            decode.push(out.decode_tokens_per_second());
+            prefill.push(
+                out.prefill_tokens_per_second(prompt_ids.len())
+                    .unwrap_or(f64::NAN),
+            );
+            decode.push(out.decode_tokens_per_second().unwrap_or(f64::NAN));
         }
     }
     let rust_prefill = median(prefill);

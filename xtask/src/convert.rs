@@ -7,13 +7,14 @@ use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub enum Convert {
-    /// A llama.cpp GGUF file (v2 or v3) to a Hugging Face model directory:
+    /// Convert a llama.cpp GGUF file (v2 or v3) to a Hugging Face model directory:
     /// config.json, model.safetensors (f32), tokenizer.json and
     /// tokenizer_config.json.
     Gguf {
         /// The GGUF file.
         input: PathBuf,
-        /// The model directory to create; it must not exist.
+        /// The model directory to create; it must not exist, and missing
+        /// parent directories are created.
         output: PathBuf,
     },
 }

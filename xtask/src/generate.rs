@@ -6,6 +6,7 @@ use common::sampling::{Sampler, SamplingConfig};
 use common::tokenizer::{Message, Tokenizer};
 use llama::Llama;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tch::Kind;
@@ -33,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     system: Option<String>,
     /// The maximum number of tokens to generate.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
     max_new_tokens: usize,
     /// Softmax temperature; 0 is greedy decoding.
     #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
@@ -41,7 +42,8 @@ pub struct Args {
     /// Sample among the k most likely tokens only (0: no limit).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
-    /// Sample among the most likely tokens whose probabilities add up to p.
+    /// Sample among the most likely tokens whose probabilities add up to p
+    /// (1: no limit).
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     top_p: f64,
     /// Seed of the sampler.
@@ -50,11 +52,12 @@ pub struct Args {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Weight dtype: f32, bf16 or f16.
+    /// Weight dtype: f32, bf16 or f16 (on the CPU, f16 matrix products are
+    /// several times slower than f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Intra-op threads of libtorch (default: libtorch's choice).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     threads: Option<i32>,
     /// Print one JSON object (ids, text, speeds) instead of streaming text.
     #[arg(long)]
@@ -123,7 +126,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         seed: args.seed,
     };
     let mut sampler = Sampler::new(sampling)?;
+    anyhow::ensure!(
+        args.max_new_tokens > 0,
+        "--max-new-tokens 0 is invalid: use 1 or more"
+    );
+    anyhow::ensure!(
+        !args.prompt.is_empty(),
+        "the prompt is empty: pass a non-empty --prompt"
+    );
     let dir = match &args.model {
+        Some(dir) if !dir.is_dir() => anyhow::bail!(
+            "--model {} is not a directory: pass a model directory with config.json, \
+             model.safetensors and tokenizer.json",
+            dir.display()
+        ),
         Some(dir) => dir.clone(),
         None => crate::models::ensure_default_model()?,
     };
@@ -142,15 +158,23 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         &session.stop_tokens,
         |token| {
             if json {
-                return Ok(());
+                return Ok(ControlFlow::Continue(()));
             }
             if let Some(text) = stream.step(token)? {
-                // A closed pipe (`| head`) ends the output, not the program.
-                let _ = write!(stdout, "{text}").and_then(|()| stdout.flush());
+                // A closed pipe (`| head`) ends generation, not with an error.
+                if write!(stdout, "{text}")
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    return Ok(ControlFlow::Break(()));
+                }
             }
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         },
     )?;
+    if output.finish == FinishReason::Stopped {
+        return Ok(ExitCode::SUCCESS);
+    }
     let text = session.tokenizer.decode(&output.tokens, true)?;
     let prefill = output.prefill_tokens_per_second(prompt_ids.len());
     let decode = output.decode_tokens_per_second();
@@ -159,6 +183,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             FinishReason::Stop(_) => "stop",
             FinishReason::Length => "length",
             FinishReason::Context => "context",
+            FinishReason::Stopped => "stopped",
         };
         let record = serde_json::json!({
             "model": dir,
@@ -168,16 +193,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             "finish_reason": finish,
             "prefill_tokens_per_second": prefill,
             "decode_tokens_per_second": decode,
-            "device": format!("{device:?}"),
+            "device": common::device::device_name(device),
             "dtype": common::device::kind_name(kind),
         });
-        writeln!(stdout, "{record}")?;
+        // A closed pipe is not an error of generation.
+        let _ = writeln!(stdout, "{record}");
     } else {
-        writeln!(stdout)?;
+        let _ = writeln!(stdout);
+        let speed = |rate: Option<f64>| rate.map_or("n/a".to_string(), |r| format!("{r:.1}"));
         eprintln!(
-            "[{} prompt tokens at {prefill:.1} tokens/s, {} generated at {decode:.1} tokens/s]",
+            "[{} prompt tokens at {} tokens/s, {} generated at {} tokens/s]",
             prompt_ids.len(),
-            output.tokens.len()
+            speed(prefill),
+            output.tokens.len(),
+            speed(decode)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Model zoo tasks: doctor, convert, generate, bench"
 )]
 struct Cli {

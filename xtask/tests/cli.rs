@@ -442,3 +442,62 @@ fn generate_tiny_json_record() {
         assert!(speed.is_some_and(|s| s > 0.0), "{key}: {record}");
     }
 }
+
+#[test]
+fn generate_zero_new_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert_tiny(dir.path());
+    let output = generate(&model, &["--prompt", "hi", "--max-new-tokens", "0"]);
+    assert_error(&output, &["--max-new-tokens 0 is invalid"]);
+}
+
+#[test]
+fn generate_negative_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert_tiny(dir.path());
+    let output = generate(&model, &["--prompt", "hi", "--threads", "-3"]);
+    assert_error(&output, &["--threads -3 is invalid"]);
+}
+
+#[test]
+fn generate_model_path_is_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "model.bin", b"not a directory");
+    let output = xtask([
+        "generate".as_ref(),
+        "--model".as_ref(),
+        file.as_os_str(),
+        "--prompt".as_ref(),
+        "hi".as_ref(),
+    ]);
+    assert_error(&output, &["model.bin is not a directory"]);
+}
+
+#[test]
+fn generate_closed_pipe_exits_cleanly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert_tiny(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["generate", "--model"])
+        .arg(&model)
+        .args(["--no-chat", "--prompt", "hi", "--max-new-tokens", "40"])
+        .args(["--temperature", "0", "--device", "cpu"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end at once, as `| head -c 0` would.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
