@@ -52,7 +52,7 @@ def build_model() -> LlamaForCausalLM:
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name:
-                # Norm weights start at one; move them so the test sees them.
+                # Norm weights start at one. Random values make the test check them.
                 param.copy_(1.0 + 0.2 * torch.randn_like(param))
             else:
                 param.copy_(0.1 * torch.randn_like(param))

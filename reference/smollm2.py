@@ -26,8 +26,8 @@ def load_for_benchmark():
 
     Measured on a 2-core x86 machine (transformers 5.25, torch 2.13), the
     model that `from_pretrained(gguf_file=...)` returns runs the same f32
-    weights 3 to 6 times slower than a model built from its config, so the
-    benchmark compares against the faster of the two.
+    weights 3 to 6 times slower than a model built from its config. The
+    benchmark therefore compares against the faster of the two.
     """
     from transformers import LlamaForCausalLM
 

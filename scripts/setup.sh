@@ -54,7 +54,7 @@ if [[ "$(cat "$npm_stamp" 2>/dev/null)" != "${npm_packages[*]}" ]]; then
     echo "${npm_packages[*]}" > "$npm_stamp"
 fi
 
-# 3. Link the site-packages that holds torch into the tree (see .cargo/config.toml).
+# 3. Link the site-packages that contains torch into the tree (see .cargo/config.toml).
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 if [[ ! -f "$site/torch/lib/libtorch_cpu.so" ]]; then
     say "torch is missing from $site: delete $stamp and run this script again"

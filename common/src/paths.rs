@@ -1,7 +1,8 @@
-//! Where `scripts/setup.sh` puts the Python environment and the data files.
+//! Locations of the Python environment and the data files that
+//! `scripts/setup.sh` installs.
 //!
 //! The cache is `$MODELZOO_CACHE`, else `$XDG_CACHE_HOME/modelzoo`, else
-//! `~/.cache/modelzoo`. It holds `venv/` (the torch wheel, the reference
+//! `~/.cache/modelzoo`. It contains `venv/` (the torch wheel, the reference
 //! implementations, PyPI data packages), `npm/` (npm data packages) and
 //! `models/` (model directories converted on first use).
 

@@ -28,3 +28,11 @@ pub fn bytes_bar(len: u64, message: &str) -> ProgressBar {
         .with_style(style)
         .with_message(message.to_string())
 }
+
+/// Creates a bar over `len` items that draws nothing, for callers that
+/// report progress only on request.
+pub fn hidden_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::hidden();
+    bar.set_length(len);
+    bar
+}

@@ -181,9 +181,20 @@ impl LlamaConfig {
 }
 
 impl Config {
-    /// Reads and resolves `config.json`.
+    /// Reads and resolves `config.json`. Errors name the file as well as the
+    /// field at fault.
     pub fn from_file(path: &Path) -> Result<Self> {
-        LlamaConfig::from_file(path)?.resolve()
+        LlamaConfig::from_file(path)?
+            .resolve()
+            .map_err(|e| match e {
+                Error::InvalidInput(message) => {
+                    Error::InvalidInput(format!("{}: {message}", path.display()))
+                }
+                Error::Unsupported(message) => {
+                    Error::Unsupported(format!("{}: {message}", path.display()))
+                }
+                other => other,
+            })
     }
 
     /// Checks that the sizes are positive and consistent.
@@ -233,7 +244,7 @@ impl Config {
         Ok(())
     }
 
-    /// The `config.json` that describes this configuration.
+    /// Returns the `config.json` that describes this configuration.
     pub fn to_hf(&self) -> LlamaConfig {
         LlamaConfig {
             hidden_size: self.hidden_size,
@@ -386,7 +397,7 @@ impl Config {
         }
     }
 
-    /// The named presets, for listings and comparisons.
+    /// Returns the named presets, for listings and comparisons.
     pub fn presets() -> Vec<(&'static str, Self)> {
         vec![
             ("llama1-7b", Self::llama1_7b()),

@@ -3,7 +3,7 @@
 //! The tensors are dequantized to f32 and renamed from llama.cpp's names
 //! (`blk.0.attn_q.weight`) to transformers' (`model.layers.0.self_attn.q_proj.weight`).
 //! llama.cpp's converter permutes the rows of the Q and K projections so
-//! that rotary pairs are adjacent (its interleaved layout); the inverse
+//! that rotary pairs are adjacent, its interleaved layout. The inverse
 //! permutation restores the half-split layout of transformers.
 
 use crate::config::Config;
@@ -24,6 +24,7 @@ pub fn config_from_gguf(gguf: &GgufFile) -> Result<Config> {
             gguf.path().display()
         )));
     }
+
     let int = |key: &str| -> Result<i64> {
         let full = format!("{arch}.{key}");
         gguf.get(&full)
@@ -35,7 +36,12 @@ pub fn config_from_gguf(gguf: &GgufFile) -> Result<Config> {
             .and_then(Value::as_f64)
             .unwrap_or(default)
     };
-    let token_id = |key: &str| gguf.get(key).and_then(Value::as_u64).map(|v| v as u32);
+    let token_id = |key: &str| {
+        gguf.get(key)
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+    };
+
     let num_heads = int("attention.head_count")?;
     let hidden_size = int("embedding_length")?;
     let vocab_size = match gguf
@@ -45,13 +51,14 @@ pub fn config_from_gguf(gguf: &GgufFile) -> Result<Config> {
         Some(v) => v,
         None => gguf
             .tensor("token_embd.weight")
-            .map(|t| t.torch_shape()[0])
+            .and_then(|t| t.torch_shape().first().copied())
             .ok_or_else(|| Error::format(gguf.path(), "GGUF", "no token_embd.weight tensor"))?,
     };
     let head_dim = gguf
         .get(&format!("{arch}.attention.key_length"))
         .and_then(Value::as_i64)
         .unwrap_or(hidden_size / num_heads.max(1));
+
     let config = Config {
         hidden_size,
         intermediate_size: int("feed_forward_length")?,
@@ -60,8 +67,8 @@ pub fn config_from_gguf(gguf: &GgufFile) -> Result<Config> {
         num_kv_heads: int("attention.head_count_kv").unwrap_or(num_heads),
         head_dim,
         vocab_size,
-        // GGUF stores eps as f32; round to the decimal it was written from
-        // (1e-5, not 9.999999747378752e-06).
+        // GGUF stores eps as f32, so round it to the decimal it was written
+        // from (1e-5, not 9.999999747378752e-06).
         rms_norm_eps: round_f32(float("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta: round_f32(float("rope.freq_base", 10_000.0)),
         max_position_embeddings: int("context_length")?,
@@ -77,7 +84,7 @@ pub fn config_from_gguf(gguf: &GgufFile) -> Result<Config> {
     Ok(config)
 }
 
-/// The shortest decimal that reads back as the same f32.
+/// Rounds to the shortest decimal that reads back as the same f32.
 fn round_f32(value: f64) -> f64 {
     let single = value as f32;
     format!("{single}").parse().unwrap_or(value)
@@ -193,10 +200,12 @@ pub fn gguf_to_model_dir(input: &Path, output: &Path, show_progress: bool) -> Re
         }
     }
 
-    let bar = progress::bar(gguf.tensors().len() as u64, "converting");
-    if !show_progress {
-        bar.set_draw_target(indicatif_hidden());
-    }
+    let count = gguf.tensors().len() as u64;
+    let bar = if show_progress {
+        progress::bar(count, "converting")
+    } else {
+        progress::hidden_bar(count)
+    };
     let mut tensors = Vec::with_capacity(gguf.tensors().len());
     for info in gguf.tensors() {
         let name = hf_name(&info.name).expect("names were checked above");
@@ -227,10 +236,6 @@ pub fn gguf_to_model_dir(input: &Path, output: &Path, show_progress: bool) -> Re
         let _ = std::fs::remove_dir_all(&partial);
     }
     result
-}
-
-fn indicatif_hidden() -> indicatif::ProgressDrawTarget {
-    indicatif::ProgressDrawTarget::hidden()
 }
 
 fn partial_dir(output: &Path) -> PathBuf {

@@ -48,16 +48,7 @@ impl Llama {
                 config_path.display()
             )));
         }
-        // Validation errors name a field but not the file it came from.
-        let config = Config::from_file(&config_path).map_err(|e| match e {
-            Error::InvalidInput(message) => {
-                Error::InvalidInput(format!("{}: {message}", config_path.display()))
-            }
-            Error::Unsupported(message) => {
-                Error::Unsupported(format!("{}: {message}", config_path.display()))
-            }
-            other => other,
-        })?;
+        let config = Config::from_file(&config_path)?;
         let files = checkpoint::model_files(dir)?;
         check_checkpoint_size(&config_path, &config, &files)?;
         let mut vs = VarStore::new(device);

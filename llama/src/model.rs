@@ -21,14 +21,14 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// An empty cache for a model of `num_layers` layers.
+    /// Creates an empty cache for a model of `num_layers` layers.
     pub fn new(num_layers: i64) -> Self {
         Self {
             layers: (0..num_layers).map(|_| KvCache::new()).collect(),
         }
     }
 
-    /// The number of positions already processed.
+    /// Returns the number of positions already processed.
     pub fn len(&self) -> i64 {
         self.layers.first().map_or(0, KvCache::len)
     }
@@ -186,12 +186,12 @@ impl Llama {
         })
     }
 
-    /// The configuration the model was built from.
+    /// Returns the configuration the model was built from.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// An empty KV cache for this model.
+    /// Creates an empty KV cache for this model.
     pub fn new_cache(&self) -> Cache {
         Cache::new(self.config.num_layers)
     }

@@ -95,9 +95,6 @@ impl Session {
 
     /// Tokenizes a prompt, through the chat template when `chat` is set.
     pub fn prompt_ids(&self, prompt: &str, chat: bool, system: Option<&str>) -> Result<Vec<u32>> {
-        if prompt.is_empty() {
-            anyhow::bail!("the prompt is empty: pass a non-empty --prompt");
-        }
         if !chat {
             return Ok(self.tokenizer.encode(prompt, true)?);
         }

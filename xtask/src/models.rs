@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use common::paths;
 use std::path::PathBuf;
 
-/// The directory of the converted default model.
+/// Returns the directory of the converted default model.
 pub fn default_model_dir() -> PathBuf {
     paths::cache_dir()
         .join("models")

@@ -100,7 +100,7 @@ mod tests {
     }
 
     #[test]
-    fn angles_of_a_run_equal_angles_one_by_one() {
+    fn run_angles_equal_single_angles() {
         let rope = RotaryEmbedding::new(8, 500.0, Device::Cpu).unwrap();
         let xs = Tensor::randn([1, 2, 5, 8], (Kind::Float, Device::Cpu));
         let whole = rotate(&rope, &xs, 7);

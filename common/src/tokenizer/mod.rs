@@ -1,7 +1,7 @@
 //! Tokenizers on the `tokenizers` crate, with the chat templates of
 //! `tokenizer_config.json` rendered by `minijinja`.
 //!
-//! A model directory holds `tokenizer.json` (the `tokenizers` serialization)
+//! A model directory contains `tokenizer.json` (the `tokenizers` serialization)
 //! and optionally `tokenizer_config.json` (special tokens and the Jinja chat
 //! template), as on the Hugging Face hub.
 
@@ -23,7 +23,7 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message with the given role and content.
+    /// Creates a message with the given role and content.
     pub fn new(role: &str, content: &str) -> Self {
         Self {
             role: role.to_string(),
@@ -81,12 +81,12 @@ impl Tokenizer {
         Self { inner, config }
     }
 
-    /// The wrapped `tokenizers` tokenizer.
+    /// Returns the wrapped `tokenizers` tokenizer.
     pub fn raw(&self) -> &RawTokenizer {
         &self.inner
     }
 
-    /// The number of tokens, added tokens included.
+    /// Returns the number of tokens, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
@@ -123,12 +123,12 @@ impl Tokenizer {
         }
     }
 
-    /// The id of a token, if it is in the vocabulary.
+    /// Returns the id of a token, if it is in the vocabulary.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
 
-    /// A special token named in `tokenizer_config.json` (`bos_token`,
+    /// Returns a special token named in `tokenizer_config.json` (`bos_token`,
     /// `eos_token`, ...), as a string.
     pub fn special_token(&self, name: &str) -> Option<String> {
         match self.config.get(name)? {
@@ -138,7 +138,7 @@ impl Tokenizer {
         }
     }
 
-    /// The Jinja chat template of `tokenizer_config.json`, if any.
+    /// Returns the Jinja chat template of `tokenizer_config.json`, if any.
     pub fn chat_template(&self) -> Option<&str> {
         self.config.get("chat_template")?.as_str()
     }
