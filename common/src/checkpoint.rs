@@ -32,6 +32,16 @@ pub struct LoadOptions<'a> {
     /// A conversion applied to each checkpoint tensor before the shape check,
     /// given the tensor name (for example to transpose `Conv1D` weights).
     pub transform: Option<&'a TensorTransform>,
+    /// The prefix of the base model's variables (`transformer.`), as
+    /// transformers' `base_model_prefix`: when no checkpoint tensor starts
+    /// with it, the checkpoint holds the base model alone (as the `gpt2` and
+    /// `openai-gpt` checkpoints do) and every name is matched with the prefix
+    /// added.
+    pub base_prefix: Option<&'a str>,
+    /// `(variable, tensor)` pairs: a variable with no tensor of its own name
+    /// takes the named tensor instead, for weights that a checkpoint stores
+    /// once under another name (a tied embedding saved as the output layer).
+    pub aliases: &'a [(&'a str, &'a str)],
 }
 
 /// Returns the safetensors files of a model directory: `model.safetensors`,
@@ -185,15 +195,38 @@ pub fn load_into(vs: &mut VarStore, files: &[PathBuf], options: &LoadOptions) ->
         .zip(&maps)
         .map(|(p, m)| parse(p, m))
         .collect::<Result<Vec<_>>>()?;
-    let mut index: HashMap<&str, (usize, safetensors::tensor::TensorView)> = HashMap::new();
+    let mut index: HashMap<Cow<str>, (usize, safetensors::tensor::TensorView)> = HashMap::new();
     for (file, st) in parsed.iter().enumerate() {
         for (name, view) in st.iter() {
-            index.insert(name, (file, view));
+            index.insert(Cow::Borrowed(name), (file, view));
+        }
+    }
+    if let Some(prefix) = options.base_prefix {
+        if !index.keys().any(|name| name.starts_with(prefix)) {
+            index = index
+                .into_iter()
+                .map(|(name, entry)| (Cow::Owned(format!("{prefix}{name}")), entry))
+                .collect();
         }
     }
 
     let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut used: HashSet<String> = HashSet::new();
+    for (name, _) in &variables {
+        if index.contains_key(name.as_str()) {
+            continue;
+        }
+        let alias = options
+            .aliases
+            .iter()
+            .find(|(var, tensor)| var == name && index.contains_key(*tensor));
+        if let Some((_, tensor)) = alias {
+            let entry = index[*tensor].clone();
+            index.insert(Cow::Owned(name.clone()), entry);
+            used.insert(tensor.to_string());
+        }
+    }
     let missing: Vec<String> = variables
         .iter()
         .filter(|(name, _)| !index.contains_key(name.as_str()))
@@ -202,10 +235,10 @@ pub fn load_into(vs: &mut VarStore, files: &[PathBuf], options: &LoadOptions) ->
     if !missing.is_empty() {
         return Err(Error::MissingTensors { names: missing });
     }
-    let used: HashSet<&str> = variables.iter().map(|(n, _)| n.as_str()).collect();
+    used.extend(variables.iter().map(|(n, _)| n.clone()));
     let mut unexpected: Vec<String> = index
         .keys()
-        .filter(|name| !used.contains(*name))
+        .filter(|name| !used.contains(name.as_ref()))
         .filter(|name| !options.ignore_suffixes.iter().any(|s| name.ends_with(s)))
         .map(|name| name.to_string())
         .collect();

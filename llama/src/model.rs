@@ -80,7 +80,7 @@ impl Attention {
 
         let (k, v) = cache.append(&k, &v)?;
         let mask = if seq == 1 { Mask::None } else { Mask::Causal };
-        let ys = scaled_dot_product_attention(&q, &k, &v, &mask)?;
+        let ys = scaled_dot_product_attention(&q, &k, &v, &mask, None)?;
 
         // (batch, seq, heads * head_dim)
         let ys = ys

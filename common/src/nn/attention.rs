@@ -99,7 +99,8 @@ impl KvCache {
     }
 }
 
-/// Computes `softmax(q k^T / sqrt(head_dim) + mask) v` per head.
+/// Computes `softmax(scale * q k^T + mask) v` per head, where `scale` is
+/// `1 / sqrt(head_dim)` when None (GPT-Neo, for one, uses 1).
 ///
 /// # Shapes
 /// - `q`: `(batch, heads, seq, head_dim)`
@@ -111,6 +112,7 @@ pub fn scaled_dot_product_attention(
     k: &Tensor,
     v: &Tensor,
     mask: &Mask,
+    scale: Option<f64>,
 ) -> Result<Tensor> {
     let (q_size, k_size) = (q.size(), k.size());
     if q.dim() != 4 || k.dim() != 4 || v.size() != k_size {
@@ -129,7 +131,14 @@ pub fn scaled_dot_product_attention(
         )));
     }
     let (seq, kv_seq) = (q_size[2], k_size[2]);
-    let allowed = mask.to_tensor(seq, kv_seq, q.device());
+    // Without a cache the causal mask is the kernel's own, which skips the
+    // masked half of the scores instead of computing and discarding it.
+    let is_causal = matches!(mask, Mask::Causal) && seq == kv_seq;
+    let allowed = if is_causal {
+        None
+    } else {
+        mask.to_tensor(seq, kv_seq, q.device())
+    };
     // The fused kernel takes the mask in the query's dtype as an additive bias
     // or as booleans; booleans keep -inf handling inside the kernel.
     let out = Tensor::f_scaled_dot_product_attention(
@@ -138,8 +147,8 @@ pub fn scaled_dot_product_attention(
         v,
         allowed.as_ref(),
         0.0,
-        false,
-        None,
+        is_causal,
+        scale,
         heads != kv_heads,
     )?;
     Ok(out)
@@ -180,7 +189,7 @@ mod tests {
             randn(&[2, 2, 5, 4]),
             randn(&[2, 2, 5, 4]),
         );
-        let out = scaled_dot_product_attention(&q, &k, &v, &Mask::Causal).unwrap();
+        let out = scaled_dot_product_attention(&q, &k, &v, &Mask::Causal, None).unwrap();
         let allowed = Mask::Causal.to_tensor(5, 5, Device::Cpu);
         let expected = naive(&q, &k, &v, allowed.as_ref());
         assert!(out.allclose(&expected, 1e-10, 1e-10, false));
@@ -194,10 +203,10 @@ mod tests {
             randn(&[1, 3, 4, 8]),
             randn(&[1, 3, 4, 8]),
         );
-        let gqa = scaled_dot_product_attention(&q, &k, &v, &Mask::Causal).unwrap();
+        let gqa = scaled_dot_product_attention(&q, &k, &v, &Mask::Causal, None).unwrap();
         let k_mha = k.repeat_interleave_self_int(2, 1, None);
         let v_mha = v.repeat_interleave_self_int(2, 1, None);
-        let mha = scaled_dot_product_attention(&q, &k_mha, &v_mha, &Mask::Causal).unwrap();
+        let mha = scaled_dot_product_attention(&q, &k_mha, &v_mha, &Mask::Causal, None).unwrap();
         assert!(gqa.allclose(&mha, 1e-10, 1e-10, false));
     }
 
@@ -233,7 +242,7 @@ mod tests {
     #[test]
     fn mismatched_heads_is_error() {
         let (q, k) = (randn(&[1, 3, 2, 4]), randn(&[1, 2, 2, 4]));
-        let err = scaled_dot_product_attention(&q, &k, &k, &Mask::None).unwrap_err();
+        let err = scaled_dot_product_attention(&q, &k, &k, &Mask::None, None).unwrap_err();
         assert!(err.to_string().contains("3 query heads"), "{err}");
     }
 }

@@ -9,9 +9,9 @@ mod attention;
 mod norm;
 mod rotary;
 
-pub use activation::{silu, swiglu};
+pub use activation::{silu, swiglu, Activation};
 pub use attention::{scaled_dot_product_attention, KvCache, Mask};
-pub use norm::RmsNorm;
+pub use norm::{layer_norm, RmsNorm};
 pub use rotary::{RotaryAngles, RotaryEmbedding};
 
 use tch::nn;
@@ -22,6 +22,27 @@ pub fn linear(path: nn::Path, in_features: i64, out_features: i64, bias: bool) -
     let config = nn::LinearConfig {
         bias,
         ..Default::default()
+    };
+    nn::linear(path, in_features, out_features, config)
+}
+
+/// Builds a linear layer like [`linear`] with weights drawn from
+/// `normal(0, std)` and zero bias, the initialisation of GPT-2 and its
+/// descendants.
+pub fn linear_normal(
+    path: nn::Path,
+    in_features: i64,
+    out_features: i64,
+    bias: bool,
+    std: f64,
+) -> nn::Linear {
+    let config = nn::LinearConfig {
+        ws_init: nn::Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        },
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias,
     };
     nn::linear(path, in_features, out_features, config)
 }

@@ -22,6 +22,16 @@ impl RmsNorm {
     }
 }
 
+/// Layer normalisation (Ba et al., 2016) over the last dimension, with
+/// `path.weight` initialised to ones and `path.bias` to zeros.
+pub fn layer_norm(path: nn::Path, size: i64, eps: f64) -> nn::LayerNorm {
+    let config = nn::LayerNormConfig {
+        eps,
+        ..Default::default()
+    };
+    nn::layer_norm(path, vec![size], config)
+}
+
 impl nn::Module for RmsNorm {
     fn forward(&self, xs: &Tensor) -> Tensor {
         let kind = xs.kind();
