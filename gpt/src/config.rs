@@ -374,6 +374,17 @@ impl Config {
                 self.hidden_size, self.num_heads
             )));
         }
+        if self.layout == Layout::OpenAiGpt
+            && (self.intermediate_size != 4 * self.hidden_size
+                || self.attention_layers.contains(&AttentionKind::Banded))
+        {
+            return Err(Error::InvalidInput(format!(
+                "the openai-gpt layout has dense layers and a feed-forward width of 4 x                  hidden_size ({}), got {} and {:?}",
+                4 * self.hidden_size,
+                self.intermediate_size,
+                self.attention_layers
+            )));
+        }
         if self.attention_layers.len() as i64 != self.num_layers {
             return Err(Error::InvalidInput(format!(
                 "{} attention layer types for {} layers",
