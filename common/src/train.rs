@@ -327,8 +327,9 @@ pub trait Task {
         "tok"
     }
 
-    /// Writes the model in its usable form (a model directory) to `dir`.
-    fn export(&self, dir: &Path) -> Result<()>;
+    /// Writes the model whose variables are `vs` in its usable form (a model
+    /// directory) to `dir`.
+    fn export(&self, vs: &VarStore, dir: &Path) -> Result<()>;
 }
 
 /// One evaluation during training.
@@ -516,7 +517,7 @@ pub fn train(
         }
         if done % options.checkpoint_every == 0 || last {
             metadata.step = done;
-            task.export(dir)?;
+            task.export(vs, dir)?;
             write_state(&state_path, vs, &optimizer, &metadata)?;
         }
     }
@@ -638,7 +639,7 @@ mod tests {
         fn items_per_step(&self) -> u64 {
             8
         }
-        fn export(&self, dir: &Path) -> Result<()> {
+        fn export(&self, _vs: &VarStore, dir: &Path) -> Result<()> {
             checkpoint::write_atomic(&dir.join("exported"), b"ok")
         }
     }

@@ -27,6 +27,8 @@
 mod config;
 mod heads;
 mod model;
+pub mod data;
+pub mod train;
 
 pub use config::{AttentionKind, Config, Layout, GPT1_VOCAB_SIZE, GPT2_VOCAB_SIZE, GPT3_WINDOW};
 pub use heads::{FineTuneLoss, MultipleChoice, SequenceClassifier, GPT1_LM_COEF, IGNORE_INDEX};

@@ -296,6 +296,11 @@ impl Gpt {
         &self.config
     }
 
+    /// Returns the device the weights live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// Creates an empty KV cache for this model.
     pub fn new_cache(&self) -> Cache {
         Cache {
@@ -427,6 +432,6 @@ impl CausalLm for Gpt {
     }
 
     fn device(&self) -> Device {
-        self.device
+        Gpt::device(self)
     }
 }
