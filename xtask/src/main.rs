@@ -2,6 +2,8 @@
 //!
 //! - `doctor`: report libtorch, CUDA and the data files, and how to fix gaps
 //! - `convert gguf IN.gguf OUT_DIR`: a llama.cpp GGUF file to a model directory
+//! - `convert tokenizer gpt2 ENCODER_JSON VOCAB_BPE OUT_DIR`: GPT-2's vocabulary
+//!   files to tokenizer.json and tokenizer_config.json
 //! - `generate`: stream text from a Llama-architecture model (SmolLM2 by default)
 //! - `bench generate`: prefill and decode speed beside transformers
 

@@ -6,6 +6,7 @@
 //! `tokenizer_config.json` that `transformers` 5 builds from the same file,
 //! so that both give the same ids.
 
+use super::bpe::{bytes_to_unicode, AddedToken, ByteLevelBpe, Split};
 use crate::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 use serde_json::{json, Map};
@@ -18,24 +19,6 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 /// The split before byte-level encoding of the Llama 3 family of
 /// vocabularies (`tokenizer.ggml.pre` = `llama-bpe` and relatives).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// The GPT-2 map from bytes to printable characters that byte-level BPE
-/// vocabularies are written in.
-pub(crate) fn bytes_to_unicode() -> [char; 256] {
-    let mut table = ['\0'; 256];
-    let mut next = 256u32;
-    for byte in 0..=255u8 {
-        let printable = matches!(byte, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        table[byte as usize] = if printable {
-            byte as char
-        } else {
-            let c = char::from_u32(next).expect("code points 256..324 are characters");
-            next += 1;
-            c
-        };
-    }
-    table
-}
 
 fn strings<'a>(gguf: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
     let values = gguf
@@ -101,43 +84,34 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<(serde_json::Value, serde_json::Valu
         };
         vocab.insert(spelled, json!(id));
     }
-    let merges: Vec<serde_json::Value> = merges
+    let merges = merges
         .iter()
-        .map(|m| {
-            let (a, b) = m.split_once(' ').unwrap_or((m, ""));
-            json!([a, b])
-        })
+        .map(|m| m.split_once(' ').unwrap_or((m, "")))
         .collect();
 
-    let mut added = Vec::new();
+    let mut added_tokens = Vec::new();
     for (id, (token, kind)) in tokens.iter().zip(&token_types).enumerate() {
         // A control token outside the byte alphabet is a mislabel that no
         // text can produce; transformers skips it as well.
         let special = *kind == TOKEN_TYPE_CONTROL && in_alphabet(token);
         if special || *kind == TOKEN_TYPE_USER_DEFINED {
-            added.push(json!({
-                "id": id, "content": token, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": !special, "special": special,
-            }));
+            added_tokens.push(AddedToken {
+                id,
+                content: token,
+                special,
+            });
         }
     }
 
-    let byte_level = json!({
-        "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true,
-    });
     let pre = gguf.get("tokenizer.ggml.pre").and_then(Value::as_str);
-    let pre_tokenizer = match pre {
-        Some("llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx") => json!({
-            "type": "Sequence",
-            "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
-            ],
-        }),
+    let split = match pre {
+        Some("llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx") => {
+            Split::Regex(LLAMA3_SPLIT)
+        }
         // NOTE: other `tokenizer.ggml.pre` values (qwen2, tekken, ...) use
         // their own split regex; they get the GPT-2 split here, as SmolLM2's
         // "smollm" correctly does.
-        _ => byte_level.clone(),
+        _ => Split::Gpt2,
     };
 
     let flag = |key: &str| {
@@ -150,49 +124,20 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<(serde_json::Value, serde_json::Valu
     let add_eos = flag("tokenizer.ggml.add_eos_token").unwrap_or(false);
     let bos = token_name(&tokens, gguf, "tokenizer.ggml.bos_token_id");
     let eos = token_name(&tokens, gguf, "tokenizer.ggml.eos_token_id");
-    let special_piece = |token: &Option<String>| {
-        let token = token.as_deref().unwrap_or_default();
-        json!({"SpecialToken": {"id": token, "type_id": 0}})
+    let with_id = |enabled: bool, token: &Option<String>| {
+        let name = token.as_ref().filter(|_| enabled)?;
+        let id = vocab.get(name).cloned().unwrap_or(json!(0));
+        Some((name.clone(), id))
     };
-    let mut single = Vec::new();
-    let mut special_tokens = Map::new();
-    for (enabled, token) in [(add_bos, &bos), (add_eos, &eos)] {
-        if let (true, Some(name)) = (enabled, token) {
-            let id = vocab.get(name).cloned().unwrap_or(json!(0));
-            special_tokens.insert(
-                name.clone(),
-                json!({"id": name, "ids": [id], "tokens": [name]}),
-            );
-        }
+    let tokenizer = ByteLevelBpe {
+        bos: with_id(add_bos, &bos),
+        eos: with_id(add_eos, &eos),
+        vocab,
+        merges,
+        added_tokens,
+        split,
     }
-    if add_bos && bos.is_some() {
-        single.push(special_piece(&bos));
-    }
-    single.push(json!({"Sequence": {"id": "A", "type_id": 0}}));
-    if add_eos && eos.is_some() {
-        single.push(special_piece(&eos));
-    }
-    let mut pair = single.clone();
-    pair.push(json!({"Sequence": {"id": "B", "type_id": 1}}));
-
-    let tokenizer = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": {
-            "type": "TemplateProcessing", "single": single, "pair": pair,
-            "special_tokens": special_tokens,
-        },
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
-            "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": false, "vocab": vocab, "merges": merges,
-        },
-    });
+    .to_json();
 
     let mut config = Map::new();
     config.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
@@ -220,19 +165,4 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<(serde_json::Value, serde_json::Valu
         config.insert("model_max_length".into(), json!(context));
     }
     Ok((tokenizer, serde_json::Value::Object(config)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_alphabet_matches_gpt2() {
-        let table = bytes_to_unicode();
-        assert_eq!(table[b'A' as usize], 'A');
-        assert_eq!(table[b' ' as usize], '\u{120}');
-        assert_eq!(table[b'\n' as usize], '\u{10a}');
-        let distinct: std::collections::HashSet<char> = table.iter().copied().collect();
-        assert_eq!(distinct.len(), 256);
-    }
 }

@@ -9,9 +9,14 @@ use crate::{Error, Result};
 use serde::Serialize;
 use std::path::Path;
 
+mod bpe;
+mod chars;
 mod gguf;
+mod gpt2;
 
+pub use chars::{char_level, END_OF_TEXT};
 pub use gguf::from_gguf;
+pub use gpt2::gpt2_from_files;
 pub use tokenizers::Tokenizer as RawTokenizer;
 
 /// One message of a conversation.
