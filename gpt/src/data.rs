@@ -43,7 +43,10 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>> {
                 .collect();
             found.sort();
             if found.is_empty() {
-                return Err(Error::InvalidInput(format!("{} has no .txt files", path.display())));
+                return Err(Error::InvalidInput(format!(
+                    "{} has no .txt files",
+                    path.display()
+                )));
             }
             files.extend(found);
         } else {
@@ -70,7 +73,10 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>> {
 /// Splits each document into its first part and its last
 /// `validation_fraction` (cut at a line start), and returns the first parts
 /// and the last parts. Every document thus contributes to both splits.
-pub fn split_documents(documents: &[Document], validation_fraction: f64) -> Result<(Vec<String>, Vec<String>)> {
+pub fn split_documents(
+    documents: &[Document],
+    validation_fraction: f64,
+) -> Result<(Vec<String>, Vec<String>)> {
     if !(validation_fraction > 0.0 && validation_fraction < 1.0) {
         return Err(Error::InvalidInput(format!(
             "the validation fraction must be between 0 and 1, got {validation_fraction}"
@@ -101,7 +107,11 @@ pub fn split_documents(documents: &[Document], validation_fraction: f64) -> Resu
 
 /// Encodes texts into one token stream, each text followed by the
 /// end-of-text token when the tokenizer has one.
-pub fn encode_stream(tokenizer: &Tokenizer, texts: &[String], end_of_text: Option<u32>) -> Result<Vec<u32>> {
+pub fn encode_stream(
+    tokenizer: &Tokenizer,
+    texts: &[String],
+    end_of_text: Option<u32>,
+) -> Result<Vec<u32>> {
     let mut tokens = Vec::new();
     for text in texts {
         tokens.extend(tokenizer.encode(text, false)?);
@@ -116,7 +126,10 @@ mod tests {
 
     #[test]
     fn split_cuts_at_line_starts() {
-        let doc = Document { path: "a.txt".into(), text: "one\ntwo\nthree\nfour\nfive\n".into() };
+        let doc = Document {
+            path: "a.txt".into(),
+            text: "one\ntwo\nthree\nfour\nfive\n".into(),
+        };
         let (train, validation) = split_documents(&[doc], 0.3).unwrap();
         assert_eq!(train, ["one\ntwo\nthree\nfour\n"]);
         assert_eq!(validation, ["five\n"]);
@@ -128,7 +141,10 @@ mod tests {
         let path = dir.path().join("latin1.txt");
         std::fs::write(&path, b"caf\xe9 au lait").unwrap();
         let err = read_text(&path).unwrap_err().to_string();
-        assert!(err.contains("latin1.txt") && err.contains("byte 3"), "{err}");
+        assert!(
+            err.contains("latin1.txt") && err.contains("byte 3"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -137,8 +153,13 @@ mod tests {
         let path = dir.path().join("empty.txt");
         std::fs::write(&path, "  \n\n").unwrap();
         let err = read_documents(&[path]).unwrap_err().to_string();
-        assert!(err.contains("corpus is empty") && err.contains("empty.txt"), "{err}");
-        let err = read_documents(&[dir.path().join("missing.txt")]).unwrap_err().to_string();
+        assert!(
+            err.contains("corpus is empty") && err.contains("empty.txt"),
+            "{err}"
+        );
+        let err = read_documents(&[dir.path().join("missing.txt")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing.txt"), "{err}");
     }
 

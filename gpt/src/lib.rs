@@ -25,9 +25,9 @@
 //! ```
 
 mod config;
+pub mod data;
 mod heads;
 mod model;
-pub mod data;
 pub mod train;
 
 pub use config::{AttentionKind, Config, Layout, GPT1_VOCAB_SIZE, GPT2_VOCAB_SIZE, GPT3_WINDOW};

