@@ -4,7 +4,7 @@
 //!
 //! A model trains through [`Task`], which turns a step number into a loss.
 //! [`train`] owns the optimizer and the schedule. Every `checkpoint_every`
-//! steps it asks the task to export the model directory, then writes
+//! steps it has the task export the model directory, then writes
 //! `training-state.safetensors`: the weights, AdamW's moments and the step,
 //! in one atomically renamed file. Resuming from it continues the same
 //! trajectory: batches and dropout are seeded by step, so an interrupted run
@@ -21,7 +21,7 @@ use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-/// The file that holds everything a resumed run needs.
+/// The file that contains everything a resumed run needs.
 pub const STATE_FILE: &str = "training-state.safetensors";
 
 /// Hyper-parameters of [`train`].
@@ -125,7 +125,7 @@ impl TrainOptions {
         Ok(())
     }
 
-    /// The learning rate of step `step` (0-based): linear warm-up to
+    /// Returns the learning rate of step `step` (0-based): linear warm-up to
     /// `learning_rate`, then a cosine decay to `min_learning_rate` at the
     /// last step.
     pub fn learning_rate_at(&self, step: u64) -> f64 {
@@ -307,12 +307,12 @@ impl AdamW {
     }
 }
 
-/// What [`train`] trains: a loss per step, a held-out loss, and an export of
-/// the model.
+/// A model being trained by [`train`]: a loss per step, a held-out loss, and
+/// an export of the model.
 pub trait Task {
     /// Returns the training loss of step `step`, computed with gradients and
     /// dropout. The batch must depend only on the step (and a seed), so that
-    /// a resumed run sees the batches of an uninterrupted one.
+    /// a resumed run trains on the batches of an uninterrupted one.
     fn train_loss(&mut self, step: u64) -> Result<Tensor>;
 
     /// Returns the mean loss on held-out data, without gradients.
@@ -322,7 +322,7 @@ pub trait Task {
     /// the throughput shown on the progress bar.
     fn items_per_step(&self) -> u64;
 
-    /// The unit of [`Task::items_per_step`], such as `"tok"`.
+    /// Returns the unit of [`Task::items_per_step`], such as `"tok"`.
     fn item_name(&self) -> &'static str {
         "tok"
     }
@@ -421,7 +421,7 @@ fn read_state(path: &Path, vs: &mut VarStore, optimizer: &mut AdamW) -> Result<S
 /// checkpoints to `dir`.
 ///
 /// With `resume`, training continues from `dir/training-state.safetensors`
-/// (the weights, moments and step it holds replace those of `vs`). Without
+/// (its weights, moments and step replace those of `vs`). Without
 /// it, a state already in `dir` is an error rather than being overwritten.
 pub fn train(
     vs: &mut VarStore,
@@ -441,7 +441,7 @@ pub fn train(
         if !resume {
             let step = read_metadata(&state_path)?.step;
             return Err(Error::InvalidInput(format!(
-                "{} holds a training run at step {step}: resume it, or train into another \
+                "{} contains a training run at step {step}: resume it, or train into another \
                  directory",
                 dir.display()
             )));
@@ -711,7 +711,7 @@ mod tests {
         let (mut vs, mut task) = line();
         train(&mut vs, &mut task, &options(10), dir.path(), false).unwrap();
         let err = train(&mut vs, &mut task, &options(10), dir.path(), false).unwrap_err();
-        assert!(err.to_string().contains("step 10"), "{err}");
+        assert!(err.to_string().contains("at step 10"), "{err}");
         let err = train(&mut vs, &mut task, &options(10), dir.path(), true).unwrap_err();
         assert!(err.to_string().contains("10 of 10"), "{err}");
         let empty = tempfile::tempdir().unwrap();

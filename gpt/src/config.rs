@@ -71,8 +71,8 @@ pub struct Config {
 pub const GPT2_VOCAB_SIZE: i64 = 50257;
 /// GPT-1's vocabulary: 40,000 merges and the characters of its corpus.
 pub const GPT1_VOCAB_SIZE: i64 = 40478;
-/// The window of banded layers in the GPT-3 presets. The paper does not
-/// give it; this is GPT-Neo's, the public model of the same pattern.
+/// The window of banded layers in the GPT-3 presets. Brown et al. (2020) do
+/// not state it, so the presets use GPT-Neo's default window of 256.
 pub const GPT3_WINDOW: i64 = 256;
 
 fn int(map: &Map<String, Value>, keys: &[&str], default: Option<i64>, path: &Path) -> Result<i64> {
@@ -203,6 +203,12 @@ impl Config {
                 let hidden = int(map, &["n_embd"], Some(768), path)?;
                 let heads = int(map, &["n_head"], Some(12), path)?;
                 let layers = int(map, &["n_layer"], Some(12), path)?;
+                // Without an explicit head_dim the heads split the width.
+                let even_split = if heads > 0 && hidden % heads == 0 {
+                    hidden / heads
+                } else {
+                    0
+                };
                 Self {
                     layout: Layout::Gpt2,
                     vocab_size: int(map, &["vocab_size"], Some(GPT2_VOCAB_SIZE), path)?,
@@ -210,12 +216,7 @@ impl Config {
                     hidden_size: hidden,
                     num_layers: layers,
                     num_heads: heads,
-                    head_dim: int(
-                        map,
-                        &["head_dim"],
-                        Some(if heads > 0 { hidden / heads } else { 0 }),
-                        path,
-                    )?,
+                    head_dim: int(map, &["head_dim"], Some(even_split), path)?,
                     intermediate_size: int(map, &["n_inner"], Some(4 * hidden), path)?,
                     layer_norm_eps: float(map, "layer_norm_epsilon", 1e-5, path)?,
                     activation: Activation::from_name(string(
@@ -273,9 +274,9 @@ impl Config {
     }
 
     /// Returns the `config.json` transformers reads for this configuration.
-    /// A `gpt2` layout with banded layers has no transformers class; it is
-    /// written with model type `gpt3`, which transformers refuses rather
-    /// than loading it as dense.
+    /// A `gpt2` layout with banded layers has no transformers class, so it is
+    /// written with model type `gpt3`: transformers rejects that type instead
+    /// of loading the model as dense.
     pub fn to_hf(&self) -> Value {
         let types: Vec<&str> = self
             .attention_layers
@@ -352,6 +353,12 @@ impl Config {
 
     /// Checks that the sizes are positive and consistent.
     pub fn validate(&self) -> Result<()> {
+        if self.num_heads > 0 && self.head_dim <= 0 && self.hidden_size % self.num_heads != 0 {
+            return Err(Error::InvalidInput(format!(
+                "hidden_size {} is not divisible into {} heads",
+                self.hidden_size, self.num_heads
+            )));
+        }
         let positive = [
             ("vocab_size", self.vocab_size),
             ("context_length", self.context_length),
@@ -410,23 +417,36 @@ impl Config {
     /// Returns the number of parameters, counting the tied output projection
     /// once. Saturates instead of overflowing.
     pub fn num_parameters(&self) -> i64 {
-        let (d, ff) = (self.hidden_size, self.intermediate_size);
-        let inner = self.num_heads.saturating_mul(self.head_dim);
+        // Saturating i128 arithmetic: exact for every real size, and no
+        // overflow for absurd ones.
+        let mul = |factors: &[i128]| factors.iter().fold(1i128, |a, &b| a.saturating_mul(b));
+        let sum = |terms: &[i128]| terms.iter().fold(0i128, |a, &b| a.saturating_add(b));
+        let (d, ff) = (
+            i128::from(self.hidden_size),
+            i128::from(self.intermediate_size),
+        );
+        let inner = mul(&[i128::from(self.num_heads), i128::from(self.head_dim)]);
         let attention = if self.layout == Layout::GptNeo {
             // Q, K, V without bias; the output projection with bias.
-            3 * d * inner + inner * d + d
+            sum(&[mul(&[4, d, inner]), d])
         } else {
-            d * 3 * inner + 3 * inner + inner * d + d
+            sum(&[mul(&[4, d, inner]), mul(&[3, inner]), d])
         };
-        let mlp = d * ff + ff + ff * d + d;
-        let norms = 2 * 2 * d;
-        let layer = attention.saturating_add(mlp).saturating_add(norms);
-        let final_norm = if self.layout.post_norm() { 0 } else { 2 * d };
-        let embeddings = (self.vocab_size + self.context_length).saturating_mul(d);
-        layer
-            .saturating_mul(self.num_layers)
-            .saturating_add(embeddings)
-            .saturating_add(final_norm)
+        let mlp = sum(&[mul(&[2, d, ff]), ff, d]);
+        let norms = mul(&[4, d]);
+        let layer = sum(&[attention, mlp, norms]);
+        let final_norm = if self.layout.post_norm() {
+            0
+        } else {
+            mul(&[2, d])
+        };
+        let positions = sum(&[i128::from(self.vocab_size), i128::from(self.context_length)]);
+        let total = sum(&[
+            mul(&[layer, i128::from(self.num_layers)]),
+            mul(&[positions, d]),
+            final_norm,
+        ]);
+        i64::try_from(total.max(0)).unwrap_or(i64::MAX)
     }
 
     fn published(
@@ -562,7 +582,7 @@ impl Config {
         Self::gpt3(96, 12288, 96, 128)
     }
 
-    /// Every preset with its name.
+    /// Returns every preset with its name.
     pub fn presets() -> Vec<(&'static str, Self)> {
         vec![
             ("gpt1", Self::gpt1()),

@@ -63,7 +63,7 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>> {
     if documents.is_empty() {
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(Error::InvalidInput(format!(
-            "the corpus is empty: {} holds no text",
+            "the corpus is empty: {} contains no text; pass text files with --corpus",
             names.join(", ")
         )));
     }

@@ -150,10 +150,10 @@ impl SequenceClassifier {
     }
 }
 
-/// Multiple choice (`OpenAIGPTDoubleHeadsModel`): each choice is a sequence,
-/// and `multiple_choice_head.summary` maps the hidden state of a chosen
-/// token of each (the classification token) to one score; the choices'
-/// scores are the logits of a softmax over choices.
+/// Multiple choice (`OpenAIGPTDoubleHeadsModel`). Each choice is a sequence,
+/// and `multiple_choice_head.summary` maps the hidden state of its
+/// classification token to one score. The scores of the choices are the
+/// logits of a softmax over choices.
 #[derive(Debug)]
 pub struct MultipleChoice {
     pub gpt: Gpt,

@@ -75,10 +75,10 @@ fn read_config(dir: &Path) -> Result<(PathBuf, Value, Config)> {
     Ok((path, value, config))
 }
 
-/// Loads the weights of the model directory `dir` into `vs`, strictly:
-/// checkpoints of the base model (`wte.weight`) and of the head models
-/// (`transformer.wte.weight`) both load.
-pub fn load_weights(vs: &mut VarStore, config: &Config, dir: &Path) -> Result<()> {
+/// Rejects a configuration that needs more weights than the checkpoint of
+/// `dir` stores, before the model allocates them, so that a config.json of a
+/// larger model fails with a message instead of exhausting memory.
+fn check_checkpoint_size(config: &Config, dir: &Path) -> Result<Vec<PathBuf>> {
     let files = checkpoint::model_files(dir)?;
     let stored = checkpoint::count_elements(&files)?;
     let needed = config.num_parameters();
@@ -96,6 +96,32 @@ pub fn load_weights(vs: &mut VarStore, config: &Config, dir: &Path) -> Result<()
             names.join(", ")
         )));
     }
+    Ok(files)
+}
+
+/// Builds a model with `build` in a new variable store on `device`, after
+/// checking that the checkpoint of `dir` is large enough, and loads the
+/// checkpoint into it.
+fn build_and_load<M>(
+    dir: &Path,
+    config: &Config,
+    device: Device,
+    kind: Kind,
+    build: impl FnOnce(&tch::nn::Path) -> Result<M>,
+) -> Result<(M, VarStore)> {
+    check_checkpoint_size(config, dir)?;
+    let mut vs = VarStore::new(device);
+    let model = build(&vs.root())?;
+    vs.set_kind(kind);
+    load_weights(&mut vs, config, dir)?;
+    Ok((model, vs))
+}
+
+/// Loads the weights of the model directory `dir` into `vs`, strictly:
+/// checkpoints of the base model (`wte.weight`) and of the head models
+/// (`transformer.wte.weight`) both load.
+pub fn load_weights(vs: &mut VarStore, config: &Config, dir: &Path) -> Result<()> {
+    let files = check_checkpoint_size(config, dir)?;
     let layout = config.layout;
     let transpose = move |name: &str, tensor: Tensor| -> Result<Tensor> {
         if is_conv1d_weight(layout, name) && tensor.dim() == 2 {
@@ -153,11 +179,7 @@ impl Gpt {
     /// the weights, for training or saving.
     pub fn load_with_var_store(dir: &Path, device: Device, kind: Kind) -> Result<(Self, VarStore)> {
         let (_, _, config) = read_config(dir)?;
-        let mut vs = VarStore::new(device);
-        let model = Gpt::new(&vs.root(), &config)?;
-        vs.set_kind(kind);
-        load_weights(&mut vs, &config, dir)?;
-        Ok((model, vs))
+        build_and_load(dir, &config, device, kind, |path| Gpt::new(path, &config))
     }
 }
 
@@ -183,11 +205,9 @@ impl SequenceClassifier {
                 )
             })?),
         };
-        let mut vs = VarStore::new(device);
-        let model = SequenceClassifier::new(&vs.root(), &config, num_labels, pad)?;
-        vs.set_kind(kind);
-        load_weights(&mut vs, &config, dir)?;
-        Ok((model, vs))
+        build_and_load(dir, &config, device, kind, |path| {
+            SequenceClassifier::new(path, &config, num_labels, pad)
+        })
     }
 
     /// Loads the decoder of a language model's directory and adds a new,
@@ -227,10 +247,8 @@ impl MultipleChoice {
     /// Loads a model saved by transformers' `OpenAIGPTDoubleHeadsModel`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<(Self, VarStore)> {
         let (_, _, config) = read_config(dir)?;
-        let mut vs = VarStore::new(device);
-        let model = MultipleChoice::new(&vs.root(), &config)?;
-        vs.set_kind(kind);
-        load_weights(&mut vs, &config, dir)?;
-        Ok((model, vs))
+        build_and_load(dir, &config, device, kind, |path| {
+            MultipleChoice::new(path, &config)
+        })
     }
 }

@@ -20,9 +20,9 @@ pub const BASE_PREFIX: &str = "transformer.";
 /// The standard deviation of the initial weights.
 const INIT_STD: f64 = 0.02;
 
-/// The initial standard deviation of the projections that end a residual
-/// branch: GPT-2 scales them by `1 / sqrt(2 * num_layers)` so that the
-/// residual stream's variance does not grow with depth.
+/// Returns the initial standard deviation of the projections that end a
+/// residual branch. GPT-2 scales them by `1 / sqrt(2 * num_layers)` so that
+/// the residual stream's variance does not grow with depth.
 fn residual_std(c: &Config) -> f64 {
     INIT_STD / (2.0 * c.num_layers as f64).sqrt()
 }
@@ -387,9 +387,9 @@ impl Gpt {
         Ok(self.logits(&hidden))
     }
 
-    /// Returns the mean next-token cross-entropy of `input_ids` (each
-    /// position predicts the next; targets equal to `ignore_index` do not
-    /// count), from the logits of every position but the last.
+    /// Returns the mean next-token cross-entropy of `input_ids` from the
+    /// logits of every position but the last, since each position predicts
+    /// the next. Targets equal to `ignore_index` do not count.
     pub fn lm_loss(logits: &Tensor, input_ids: &Tensor, ignore_index: i64) -> Result<Tensor> {
         let seq = input_ids.size().last().copied().unwrap_or(0);
         if seq < 2 {

@@ -66,7 +66,7 @@ pub struct GptArgs {
     /// Default: runs/gpt-shakespeare, or runs/gpt-shakespeare-classify.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run saved in --out.
+    /// Continue the run saved in --out, with its shape and tokenizer.
     #[arg(long)]
     resume: bool,
     /// Fine-tune a pretrained model instead of pretraining.
@@ -173,6 +173,23 @@ fn options(args: &GptArgs) -> Result<TrainOptions> {
     Ok(options)
 }
 
+/// Checks that `out` contains a run exactly when one is to be resumed, so
+/// that no run is overwritten.
+fn check_resume(out: &Path, resume: bool) -> Result<()> {
+    match (saved_step(out)?, resume) {
+        (Some(step), false) => bail!(
+            "{} contains a training run at step {step}: pass --resume to continue it, or \
+             choose another --out",
+            out.display()
+        ),
+        (None, true) => bail!(
+            "nothing to resume: {} not found",
+            out.join(common::train::STATE_FILE).display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The default corpus: the plays, without the First Folio duplicates.
 fn default_corpus() -> Result<Vec<PathBuf>> {
     let dir = SHAKESPEARE_TEXTS.find()?;
@@ -263,15 +280,7 @@ fn pretrain(args: &GptArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/gpt-shakespeare"));
     let resuming = args.resume;
-    if !resuming {
-        if let Some(step) = saved_step(&out)? {
-            bail!(
-                "{} holds a training run at step {step}: pass --resume to continue it, or \
-                 choose another --out",
-                out.display()
-            );
-        }
-    }
+    check_resume(&out, resuming)?;
 
     let corpus = if args.corpus.is_empty() {
         default_corpus()?
@@ -301,10 +310,6 @@ fn pretrain(args: &GptArgs) -> Result<ExitCode> {
         let vocab = load_tokenizer(&files)?.vocab_size() as i64;
         (files, new_config(args, vocab)?)
     };
-    ensure!(
-        config.context_length == args.context || resuming,
-        "internal: the context differs from --context"
-    );
     let tokenizer = load_tokenizer(&files)?;
     let eot = tokenizer.token_id(END_OF_TEXT);
     let started = Instant::now();
@@ -442,15 +447,7 @@ fn finetune_classify(args: &GptArgs) -> Result<ExitCode> {
         "--init {} is not a model directory: pretrain one first with `cargo xtask train gpt`",
         init.display()
     );
-    if !args.resume {
-        if let Some(step) = saved_step(&out)? {
-            bail!(
-                "{} holds a fine-tuning run at step {step}: pass --resume to continue it, or \
-                 choose another --out",
-                out.display()
-            );
-        }
-    }
+    check_resume(&out, args.resume)?;
     let source = if args.resume { &out } else { &init };
     let files = read_tokenizer_files(source)?;
     let tokenizer = load_tokenizer(&files)?;
