@@ -105,7 +105,7 @@ impl TrainOptions {
                 return bad(name, beta.to_string(), "must be in [0, 1)");
             }
         }
-        if !(self.eps > 0.0) {
+        if self.eps.is_nan() || self.eps <= 0.0 {
             return bad("eps", self.eps.to_string(), "must be positive");
         }
         if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
@@ -246,15 +246,18 @@ impl AdamW {
             if p.decay && self.weight_decay > 0.0 {
                 let _ = p.value.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
             }
+            // In place, with one temporary per parameter (the denominator):
+            // v = b2 v + (1 - b2) g^2 as ((b2 / (1 - b2)) v + g^2) (1 - b2).
             let _ = p.exp_avg.f_lerp_(&grad, 1.0 - b1)?;
-            let _ = p.exp_avg_sq.f_mul_scalar_(b2)?;
-            let _ = p
-                .exp_avg_sq
-                .f_addcmul_(&grad, &grad.f_mul_scalar(1.0 - b2)?)?;
-            let denom = (p.exp_avg_sq.f_sqrt()? / correction2.sqrt()).f_add_scalar(self.eps)?;
-            let _ = p
-                .value
-                .f_addcdiv_(&p.exp_avg.f_mul_scalar(-lr / correction1)?, &denom)?;
+            let _ = p.exp_avg_sq.f_mul_scalar_(b2 / (1.0 - b2))?;
+            let _ = p.exp_avg_sq.f_addcmul_(&grad, &grad)?;
+            let _ = p.exp_avg_sq.f_mul_scalar_(1.0 - b2)?;
+            let mut denom = p.exp_avg_sq.f_sqrt()?;
+            let _ = denom.f_div_scalar_(correction2.sqrt())?;
+            let _ = denom.f_add_scalar_(self.eps)?;
+            // w -= (lr / correction1) * m / denom, as addcdiv has no scale.
+            let _ = denom.f_mul_scalar_(-correction1 / lr)?;
+            let _ = p.value.f_addcdiv_(&p.exp_avg, &denom)?;
         }
         Ok(())
     }

@@ -198,13 +198,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 /// Reads `model_type` from a model directory's config.json.
 fn model_type(dir: &Path) -> Result<String> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read {}: a model directory needs config.json, model.safetensors and \
-             tokenizer.json",
-            path.display()
-        )
-    })?;
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found: a model directory needs config.json, model.safetensors and \
+         tokenizer.json",
+        path.display()
+    );
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
     Ok(value

@@ -100,25 +100,32 @@ pub struct GptArgs {
     window: i64,
     #[arg(long, default_value_t = 0.0)]
     dropout: f64,
-    #[arg(long, default_value_t = 16)]
-    batch_size: i64,
-    #[arg(long, default_value_t = 2000)]
-    steps: u64,
-    #[arg(long, default_value_t = 2e-3)]
-    lr: f64,
-    #[arg(long, default_value_t = 2e-4)]
-    min_lr: f64,
-    #[arg(long, default_value_t = 100)]
-    warmup: u64,
+    /// Sequences per step [default: 16, or 32 with --finetune].
+    #[arg(long)]
+    batch_size: Option<i64>,
+    /// Optimizer steps [default: 4000, or 500 with --finetune].
+    #[arg(long)]
+    steps: Option<u64>,
+    /// The peak learning rate [default: 2e-3, or 5e-4 with --finetune].
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// The final learning rate of the cosine decay [default: lr / 10].
+    #[arg(long, allow_negative_numbers = true)]
+    min_lr: Option<f64>,
+    /// Warm-up steps [default: 100, or 50 with --finetune].
+    #[arg(long)]
+    warmup: Option<u64>,
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f64,
     /// Clip the gradient norm to this value (0: off).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
-    #[arg(long, default_value_t = 250)]
-    eval_every: u64,
-    #[arg(long, default_value_t = 250)]
-    checkpoint_every: u64,
+    /// Evaluate every this many steps [default: 500, or 100 with --finetune].
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Write a checkpoint every this many steps [default: as --eval-every].
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
     /// The fraction of each text held out for validation.
     #[arg(long, default_value_t = 0.1)]
     validation_fraction: f64,
@@ -156,16 +163,29 @@ pub fn run(command: Train) -> Result<ExitCode> {
     }
 }
 
+impl GptArgs {
+    /// Returns the batch size, with the default of the mode.
+    fn batch_size(&self) -> i64 {
+        let default = if self.finetune.is_some() { 32 } else { 16 };
+        self.batch_size.unwrap_or(default)
+    }
+}
+
+/// Returns the training options, with the defaults of pretraining or of
+/// fine-tuning for the values not given.
 fn options(args: &GptArgs) -> Result<TrainOptions> {
+    let finetune = args.finetune.is_some();
+    let learning_rate = args.lr.unwrap_or(if finetune { 5e-4 } else { 2e-3 });
+    let eval_every = args.eval_every.unwrap_or(if finetune { 100 } else { 500 });
     let options = TrainOptions {
-        steps: args.steps,
-        learning_rate: args.lr,
-        min_learning_rate: args.min_lr,
-        warmup_steps: args.warmup,
+        steps: args.steps.unwrap_or(if finetune { 500 } else { 4000 }),
+        learning_rate,
+        min_learning_rate: args.min_lr.unwrap_or(learning_rate / 10.0),
+        warmup_steps: args.warmup.unwrap_or(if finetune { 50 } else { 100 }),
         weight_decay: args.weight_decay,
         grad_clip: args.grad_clip,
-        eval_every: args.eval_every,
-        checkpoint_every: args.checkpoint_every,
+        eval_every,
+        checkpoint_every: args.checkpoint_every.unwrap_or(eval_every),
         seed: args.seed,
         ..Default::default()
     };
@@ -343,7 +363,7 @@ fn pretrain(args: &GptArgs) -> Result<ExitCode> {
         model,
         &train_ids,
         &validation_ids,
-        args.batch_size,
+        args.batch_size(),
         context,
         args.eval_windows,
         args.seed,
@@ -521,7 +541,7 @@ fn finetune_classify(args: &GptArgs) -> Result<ExitCode> {
         model,
         train_set,
         held_out,
-        args.batch_size.max(1) as usize,
+        usize::try_from(args.batch_size()).unwrap_or(0),
         args.lm_coef,
         args.seed,
         Some(files),

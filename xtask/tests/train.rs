@@ -210,8 +210,8 @@ fn bad_options_are_named() {
         &["-1"],
     );
     assert_error(
-        &train(&corpus, &out, &["--steps", "2", "--width", "15"]),
-        &["--width 15"],
+        &train(&corpus, &out, &["--steps", "2", "--grad-clip", "nan"]),
+        &["gradient clip NaN"],
     );
     assert_error(
         &train(
