@@ -72,6 +72,41 @@ impl Generation {
     }
 }
 
+/// Checks token ids of shape `(batch, seq)` before a forward pass that
+/// follows `cached` positions: both sizes positive, every id in
+/// `0..vocab_size`, and `cached + seq` within `context` positions. Without
+/// the check, libtorch would abort on an out-of-range embedding index.
+pub fn check_input_ids(
+    input_ids: &Tensor,
+    vocab_size: i64,
+    cached: i64,
+    context: i64,
+) -> Result<()> {
+    let size = input_ids.size();
+    if size.len() != 2 || size[0] == 0 || size[1] == 0 {
+        return Err(Error::InvalidInput(format!(
+            "input_ids must have shape (batch, seq) with batch, seq > 0, got {size:?}"
+        )));
+    }
+    let (min, max) = (
+        input_ids.f_min()?.int64_value(&[]),
+        input_ids.f_max()?.int64_value(&[]),
+    );
+    if min < 0 || max >= vocab_size {
+        let bad = if min < 0 { min } else { max };
+        return Err(Error::InvalidInput(format!(
+            "token id {bad} is outside the vocabulary of {vocab_size} tokens"
+        )));
+    }
+    if cached + size[1] > context {
+        return Err(Error::InvalidInput(format!(
+            "{cached} cached and {} new positions exceed the context of {context} positions",
+            size[1]
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a prompt against the model before any computation.
 pub fn check_prompt<M: CausalLm>(model: &M, prompt: &[u32]) -> Result<()> {
     if prompt.is_empty() {

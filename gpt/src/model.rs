@@ -8,7 +8,7 @@
 //! family, under `transformer.` as in their language-model classes.
 
 use crate::config::{AttentionKind, Config, Layout};
-use common::generation::CausalLm;
+use common::generation::{check_input_ids, CausalLm};
 use common::nn::{layer_norm, linear_normal, scaled_dot_product_attention, KvCache, Mask};
 use common::{Error, Result};
 use tch::nn::{self, Module};
@@ -309,33 +309,6 @@ impl Gpt {
         }
     }
 
-    fn check_input(&self, input_ids: &Tensor, offset: i64) -> Result<()> {
-        let size = input_ids.size();
-        if size.len() != 2 || size[1] == 0 || size[0] == 0 {
-            return Err(Error::InvalidInput(format!(
-                "input_ids must have shape (batch, seq) with batch, seq > 0, got {size:?}"
-            )));
-        }
-        let (min, max) = (
-            input_ids.f_min()?.int64_value(&[]),
-            input_ids.f_max()?.int64_value(&[]),
-        );
-        let vocab = self.config.vocab_size;
-        if min < 0 || max >= vocab {
-            let bad = if min < 0 { min } else { max };
-            return Err(Error::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary of {vocab} tokens"
-            )));
-        }
-        if offset + size[1] > self.config.context_length {
-            return Err(Error::InvalidInput(format!(
-                "{offset} cached and {} new positions exceed the context of {} positions",
-                size[1], self.config.context_length
-            )));
-        }
-        Ok(())
-    }
-
     /// Runs the decoder and returns the final hidden states, appending the
     /// positions to `cache` when one is given. `train` enables dropout.
     ///
@@ -349,7 +322,8 @@ impl Gpt {
         train: bool,
     ) -> Result<Tensor> {
         let offset = cache.as_ref().map_or(0, |c| c.position);
-        self.check_input(input_ids, offset)?;
+        let c = &self.config;
+        check_input_ids(input_ids, c.vocab_size, offset, c.context_length)?;
         let seq = input_ids.size()[1];
         let positions = Tensor::arange_start(offset, offset + seq, (Kind::Int64, self.device));
         let mut xs =

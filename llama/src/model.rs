@@ -5,12 +5,12 @@
 //! (`model.layers.0.self_attn.q_proj.weight`), so loading is a name lookup.
 
 use crate::config::Config;
-use common::generation::CausalLm;
+use common::generation::{check_input_ids, CausalLm};
 use common::nn::{
     linear, scaled_dot_product_attention, swiglu, KvCache, Mask, RmsNorm, RotaryAngles,
     RotaryEmbedding,
 };
-use common::{Error, Result};
+use common::Result;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -196,43 +196,19 @@ impl Llama {
         Cache::new(self.config.num_layers)
     }
 
-    fn check_input(&self, input_ids: &Tensor, cache: &Cache) -> Result<()> {
-        let size = input_ids.size();
-        if size.len() != 2 || size[1] == 0 {
-            return Err(Error::InvalidInput(format!(
-                "input_ids must have shape (batch, seq) with seq > 0, got {size:?}"
-            )));
-        }
-        let (min, max) = (
-            input_ids.f_min()?.int64_value(&[]),
-            input_ids.f_max()?.int64_value(&[]),
-        );
-        let vocab = self.config.vocab_size;
-        if min < 0 || max >= vocab {
-            let bad = if min < 0 { min } else { max };
-            return Err(Error::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary of {vocab} tokens"
-            )));
-        }
-        let end = cache.len() + size[1];
-        if end > self.config.max_position_embeddings {
-            return Err(Error::InvalidInput(format!(
-                "{} cached and {} new positions exceed the context of {} positions",
-                cache.len(),
-                size[1],
-                self.config.max_position_embeddings
-            )));
-        }
-        Ok(())
-    }
-
     /// Runs the decoder and returns the hidden states after the final norm.
     ///
     /// # Shapes
     /// - `input_ids`: `(batch, seq)` integer token ids
     /// - returns `(batch, seq, hidden_size)`
     pub fn hidden_states(&self, input_ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
-        self.check_input(input_ids, cache)?;
+        let c = &self.config;
+        check_input_ids(
+            input_ids,
+            c.vocab_size,
+            cache.len(),
+            c.max_position_embeddings,
+        )?;
         let mut xs = self
             .embed_tokens
             .forward(&input_ids.f_to_kind(Kind::Int64)?);

@@ -4,8 +4,13 @@
 //! - `convert gguf IN.gguf OUT_DIR`: a llama.cpp GGUF file to a model directory
 //! - `convert tokenizer gpt2 ENCODER_JSON VOCAB_BPE OUT_DIR`: GPT-2's vocabulary
 //!   files to tokenizer.json and tokenizer_config.json
-//! - `generate`: stream text from a Llama-architecture model (SmolLM2 by default)
-//! - `bench generate`: prefill and decode speed beside transformers
+//! - `generate`: stream text from a Llama-architecture model (SmolLM2 by
+//!   default) or a GPT model directory
+//! - `train gpt`: pretrain a GPT on Shakespeare's plays, or fine-tune it to
+//!   tell Shakespeare's lines from Milton's (`--finetune classify`)
+//! - `bench generate`: SmolLM2 prefill and decode speed beside transformers
+//! - `bench train-gpt`, `bench decode-gpt`: a GPT-2 training step beside
+//!   PyTorch, and GPT-2 124M decoding beside transformers
 
 mod bench;
 mod convert;
@@ -35,7 +40,7 @@ enum Command {
     /// Convert checkpoints and vocabularies to model directories.
     #[command(subcommand)]
     Convert(convert::Convert),
-    /// Generate text with a Llama-architecture model.
+    /// Generate text with a Llama-architecture or GPT model.
     Generate(generate::Args),
     /// Train models on real data.
     #[command(subcommand)]
