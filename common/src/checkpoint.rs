@@ -32,11 +32,11 @@ pub struct LoadOptions<'a> {
     /// A conversion applied to each checkpoint tensor before the shape check,
     /// given the tensor name (for example to transpose `Conv1D` weights).
     pub transform: Option<&'a TensorTransform>,
-    /// The prefix of the base model's variables (`transformer.`), as
-    /// transformers' `base_model_prefix`: when no checkpoint tensor starts
-    /// with it, the checkpoint holds the base model alone (as the `gpt2` and
-    /// `openai-gpt` checkpoints do) and every name is matched with the prefix
-    /// added.
+    /// The prefix of the base model's variables (`transformer.`), used as
+    /// transformers uses `base_model_prefix`. When no checkpoint tensor
+    /// starts with it, the checkpoint contains the base model alone (as the
+    /// `gpt2` and `openai-gpt` checkpoints do), so every name is matched with
+    /// the prefix added.
     pub base_prefix: Option<&'a str>,
     /// `(variable, tensor)` pairs: a variable with no tensor of its own name
     /// takes the named tensor instead, for weights that a checkpoint stores

@@ -128,7 +128,8 @@ fn token_ids_and_shapes_are_checked() {
         )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("96") && err.contains("96 tokens"), "{err}");
+    assert!(err.contains("token id 96"), "{err}");
+    assert!(err.contains("96 tokens"), "{err}");
     let err = model
         .forward(
             &Tensor::from_slice(&[-1i64]).unsqueeze(0),

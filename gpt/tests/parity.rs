@@ -26,9 +26,12 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
+fn assert_close(quantity: &str, a: &Tensor, b: &Tensor) {
     let diff = max_abs_diff(a, b);
-    assert!(diff < 1e-4, "{what}: max |rust - transformers| = {diff}");
+    assert!(
+        diff < 1e-4,
+        "{quantity}: max |rust - transformers| = {diff}"
+    );
 }
 
 fn check_language_model(name: &str) {

@@ -105,9 +105,10 @@ fn lines(text: &str, count: usize) -> Vec<String> {
         .collect()
 }
 
-/// The classifier fits 64 lines of Hamlet and Paradise Regained: the
-/// held-out set here is the training set, since a few steps of a tiny model
-/// cannot generalise; `xtask train gpt --finetune classify` measures that.
+/// The classifier fits 64 lines of Hamlet and Paradise Regained. The
+/// held-out set here is the training set, because a few steps of a tiny
+/// model cannot generalise; `xtask train gpt --finetune classify` measures
+/// generalisation.
 #[test]
 fn classifier_fine_tuning_fits_author_labels() {
     let milton_path = MILTON_TEXTS

