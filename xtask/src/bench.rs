@@ -107,14 +107,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Returns the `--threads` value, or every core when it is absent.
-fn resolve_threads(threads: Option<i32>) -> Result<i32> {
-    match threads {
-        Some(t) if t > 0 => Ok(t),
-        Some(t) => anyhow::bail!("--threads {t} is invalid: use 1 or more"),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get() as i32)),
-    }
-}
+use crate::resolve_threads;
 
 /// Runs `reference/SCRIPT` with `args` in the reference environment and
 /// returns the JSON object of the last line that parses as one.

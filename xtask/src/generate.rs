@@ -6,7 +6,6 @@ use common::sampling::{Sampler, SamplingConfig};
 use common::tokenizer::{Message, Tokenizer};
 use gpt::Gpt;
 use llama::Llama;
-use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -113,10 +112,7 @@ impl Session {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let device = common::device::parse_device(&args.device)?;
     let kind = common::device::parse_kind(&args.dtype)?;
-    if let Some(threads) = args.threads {
-        anyhow::ensure!(threads > 0, "--threads {threads} is invalid: use 1 or more");
-        tch::set_num_threads(threads);
-    }
+    crate::set_threads(args.threads)?;
     let sampling = SamplingConfig {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -158,6 +154,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             )
         }
         "openai-gpt" | "gpt2" | "gpt3" | "gpt_neo" => {
+            anyhow::ensure!(
+                !crate::train::is_classifier(&dir)?,
+                "{} contains a sequence classifier, not a language model: generate with the \
+                 model it was fine-tuned from",
+                dir.display()
+            );
             anyhow::ensure!(
                 !args.chat && args.system.is_none(),
                 "GPT models have no chat template: drop --chat and --system"
@@ -241,11 +243,7 @@ fn stream<M: CausalLm>(
                 return Ok(ControlFlow::Continue(()));
             }
             if let Some(text) = stream.step(token)? {
-                // A closed pipe (`| head`) ends generation, not with an error.
-                if write!(stdout, "{text}")
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
+                if !crate::write_output(&mut stdout, &text)? {
                     return Ok(ControlFlow::Break(()));
                 }
             }
@@ -276,10 +274,9 @@ fn stream<M: CausalLm>(
             "device": common::device::device_name(device),
             "dtype": common::device::kind_name(kind),
         });
-        // A closed pipe is not an error of generation.
-        let _ = writeln!(stdout, "{record}");
+        crate::write_output(&mut stdout, &format!("{record}\n"))?;
     } else {
-        let _ = writeln!(stdout);
+        crate::write_output(&mut stdout, "\n")?;
         let speed = |rate: Option<f64>| rate.map_or("n/a".to_string(), |r| format!("{r:.1}"));
         eprintln!(
             "[{} prompt tokens at {} tokens/s, {} generated at {} tokens/s]",

@@ -50,6 +50,40 @@ enum Command {
     Bench(bench::Bench),
 }
 
+/// Writes `text` to `out` and flushes it. Returns `Ok(false)` when the reader
+/// has gone (a closed pipe, as with `| head`), which ends output without an
+/// error, and an error for any other failure, such as a full disk.
+fn write_output(out: &mut impl std::io::Write, text: &str) -> common::Result<bool> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(common::Error::io("standard output", e)),
+    }
+}
+
+/// The largest `--threads` accepted: libgomp fails to start, or overflows
+/// the stack, with tens of thousands.
+const MAX_THREADS: i32 = 1024;
+
+/// Checks a `--threads` value and returns it, or every core when it is
+/// absent.
+fn resolve_threads(threads: Option<i32>) -> anyhow::Result<i32> {
+    match threads {
+        Some(t) if (1..=MAX_THREADS).contains(&t) => Ok(t),
+        Some(t) => anyhow::bail!("--threads {t} is invalid: use 1 to {MAX_THREADS}"),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get() as i32)),
+    }
+}
+
+/// Sets libtorch's intra-op threads to a checked `--threads` value, and
+/// leaves libtorch's choice when it is absent.
+fn set_threads(threads: Option<i32>) -> anyhow::Result<()> {
+    if threads.is_some() {
+        tch::set_num_threads(resolve_threads(threads)?);
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

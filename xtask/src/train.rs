@@ -16,7 +16,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashSet;
-use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -86,10 +85,13 @@ pub struct GptArgs {
     /// instead of --layers, --width and --heads.
     #[arg(long)]
     preset: Option<String>,
+    /// Transformer blocks of a new model.
     #[arg(long, default_value_t = 4)]
     layers: i64,
+    /// The residual stream's width (n_embd) of a new model.
     #[arg(long, default_value_t = 128)]
     width: i64,
+    /// Attention heads of a new model; they divide --width.
     #[arg(long, default_value_t = 4)]
     heads: i64,
     /// Tokens per training window; also the model's context.
@@ -98,6 +100,7 @@ pub struct GptArgs {
     /// The window of banded layers (--architecture gpt3).
     #[arg(long, default_value_t = 32)]
     window: i64,
+    /// Dropout on embeddings and residual branches while training.
     #[arg(long, default_value_t = 0.0)]
     dropout: f64,
     /// Sequences per step [default: 16, or 32 with --finetune].
@@ -115,6 +118,7 @@ pub struct GptArgs {
     /// Warm-up steps [default: 100, or 50 with --finetune].
     #[arg(long)]
     warmup: Option<u64>,
+    /// AdamW's decoupled weight decay, on matrices and embeddings.
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f64,
     /// Clip the gradient norm to this value (0: off).
@@ -129,9 +133,9 @@ pub struct GptArgs {
     /// The fraction of each text held out for validation.
     #[arg(long, default_value_t = 0.1)]
     validation_fraction: f64,
-    /// Validation windows (or examples) per evaluation.
-    #[arg(long, default_value_t = 64)]
-    eval_windows: usize,
+    /// Validation windows per evaluation when pretraining.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    eval_windows: u64,
     /// The weight of the auxiliary language-model loss when fine-tuning.
     #[arg(long, default_value_t = gpt::GPT1_LM_COEF)]
     lm_coef: f64,
@@ -141,6 +145,7 @@ pub struct GptArgs {
     /// Tokens sampled from the model at the end (0: none).
     #[arg(long, default_value_t = 400)]
     sample_tokens: usize,
+    /// Seeds the initial weights, the batches and dropout.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     /// Intra-op threads of libtorch (default: libtorch's choice).
@@ -151,10 +156,7 @@ pub struct GptArgs {
 pub fn run(command: Train) -> Result<ExitCode> {
     match command {
         Train::Gpt(args) => {
-            if let Some(threads) = args.threads {
-                ensure!(threads > 0, "--threads {threads} is invalid: use 1 or more");
-                tch::set_num_threads(threads);
-            }
+            crate::set_threads(args.threads)?;
             match args.finetune {
                 None => pretrain(&args),
                 Some(FineTune::Classify) => finetune_classify(&args),
@@ -193,9 +195,26 @@ fn options(args: &GptArgs) -> Result<TrainOptions> {
     Ok(options)
 }
 
-/// Checks that `out` contains a run exactly when one is to be resumed, so
-/// that no run is overwritten.
-fn check_resume(out: &Path, resume: bool) -> Result<()> {
+/// Returns true when the model directory `dir` contains a sequence
+/// classifier rather than a language model.
+pub fn is_classifier(dir: &Path) -> Result<bool> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    Ok(value["architectures"].as_array().is_some_and(|a| {
+        a.iter().any(|c| {
+            c.as_str()
+                .is_some_and(|c| c.ends_with("ForSequenceClassification"))
+        })
+    }))
+}
+
+/// Checks that `out` contains a run exactly when one is to be resumed, that
+/// a new run overwrites no model, and that a resumed run is of the same
+/// kind (`classifier`), so that nothing is lost.
+fn check_resume(out: &Path, resume: bool, classifier: bool) -> Result<()> {
     match (saved_step(out)?, resume) {
         (Some(step), false) => bail!(
             "{} contains a training run at step {step}: pass --resume to continue it, or \
@@ -206,8 +225,28 @@ fn check_resume(out: &Path, resume: bool) -> Result<()> {
             "nothing to resume: {} not found",
             out.join(common::train::STATE_FILE).display()
         ),
-        _ => Ok(()),
+        (None, false)
+            if out.join("config.json").exists() || out.join("model.safetensors").exists() =>
+        {
+            bail!(
+                "{} already contains a model: choose another --out",
+                out.display()
+            )
+        }
+        _ => {}
     }
+    if resume && is_classifier(out)? != classifier {
+        let (saved, hint) = if classifier {
+            ("a language model", "drop --finetune classify")
+        } else {
+            ("a classifier", "add --finetune classify")
+        };
+        bail!(
+            "{} contains the run of {saved}: {hint} to resume it",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The default corpus: the plays, without the First Folio duplicates.
@@ -300,7 +339,7 @@ fn pretrain(args: &GptArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/gpt-shakespeare"));
     let resuming = args.resume;
-    check_resume(&out, resuming)?;
+    check_resume(&out, resuming, false)?;
 
     let corpus = if args.corpus.is_empty() {
         default_corpus()?
@@ -331,6 +370,24 @@ fn pretrain(args: &GptArgs) -> Result<ExitCode> {
         (files, new_config(args, vocab)?)
     };
     let tokenizer = load_tokenizer(&files)?;
+    if resuming {
+        let step = saved_step(&out)?.unwrap_or(0);
+        eprintln!(
+            "resuming the run in {} at step {step}, with its saved shape and tokenizer",
+            out.display()
+        );
+        // The saved vocabulary may lack characters of a different corpus.
+        for doc in &documents {
+            let ids = tokenizer.encode(&doc.text, false)?;
+            ensure!(
+                tokenizer.decode(&ids, false)? == doc.text,
+                "{} has characters that the saved vocabulary of {} cannot spell: resume \
+                 with the corpus the run started with",
+                doc.path.display(),
+                out.display()
+            );
+        }
+    }
     let eot = tokenizer.token_id(END_OF_TEXT);
     let started = Instant::now();
     let train_ids = encode_stream(&tokenizer, &train_texts, eot)?;
@@ -365,7 +422,7 @@ fn pretrain(args: &GptArgs) -> Result<ExitCode> {
         &validation_ids,
         args.batch_size(),
         context,
-        args.eval_windows,
+        args.eval_windows as usize,
         args.seed,
         Some(files),
     )?;
@@ -400,20 +457,17 @@ fn sample(model: &Gpt, tokenizer: &Tokenizer, tokens: usize, seed: u64) -> Resul
     })?;
     let mut stream = tokenizer.decode_stream(true);
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "--- sample ---");
+    crate::write_output(&mut stdout, "--- sample ---\n")?;
     let _guard = tch::no_grad_guard();
     generation::generate(model, &start, budget, &mut sampler, &[], |token| {
         if let Some(text) = stream.step(token)? {
-            if write!(stdout, "{text}")
-                .and_then(|()| stdout.flush())
-                .is_err()
-            {
+            if !crate::write_output(&mut stdout, &text)? {
                 return Ok(ControlFlow::Break(()));
             }
         }
         Ok(ControlFlow::Continue(()))
     })?;
-    let _ = writeln!(stdout, "\n--- end of sample ---");
+    crate::write_output(&mut stdout, "\n--- end of sample ---\n")?;
     Ok(())
 }
 
@@ -467,7 +521,18 @@ fn finetune_classify(args: &GptArgs) -> Result<ExitCode> {
         "--init {} is not a model directory: pretrain one first with `cargo xtask train gpt`",
         init.display()
     );
-    check_resume(&out, args.resume)?;
+    ensure!(
+        init != out,
+        "--init and --out are both {}: write the classifier to another directory, so the \
+         language model is kept",
+        out.display()
+    );
+    ensure!(
+        !is_classifier(&init)?,
+        "--init {} is a classifier: pass the language model it was fine-tuned from",
+        init.display()
+    );
+    check_resume(&out, args.resume, true)?;
     let source = if args.resume { &out } else { &init };
     let files = read_tokenizer_files(source)?;
     let tokenizer = load_tokenizer(&files)?;
@@ -494,17 +559,19 @@ fn finetune_classify(args: &GptArgs) -> Result<ExitCode> {
         candidate_lines(&milton, &tokenizer, 80)?,
     ];
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let count = per_author
-        .iter()
-        .map(Vec::len)
-        .min()
-        .unwrap_or(0)
-        .min(args.examples);
     ensure!(
-        count >= 10,
-        "only {count} usable lines per author: the tokenizer of {} cannot spell the texts",
+        args.examples >= 10,
+        "--examples {} is too few: use at least 10 lines per author",
+        args.examples
+    );
+    let usable = per_author.iter().map(Vec::len).min().unwrap_or(0);
+    ensure!(
+        usable >= 10,
+        "only {usable} lines per author can be spelled by the tokenizer of {}: \
+         pretrain a model on text that includes both authors' characters",
         source.display()
     );
+    let count = usable.min(args.examples);
     let held_out_count = ((count as f64 * 0.2) as usize).max(1);
     let (mut train_set, mut held_out) = (Vec::new(), Vec::new());
     for (label, lines) in per_author.iter_mut().enumerate() {

@@ -167,6 +167,44 @@ fn train_resume_generate_and_fine_tune() {
     assert!(classified.status.success(), "{}", stderr(&classified));
     assert!(stdout.contains("held-out accuracy"), "{stdout}");
     assert!(classify_dir.join("model.safetensors").is_file());
+
+    // Nothing overwrites a model or turns one kind of run into the other.
+    let generated = xtask([
+        OsStr::new("generate"),
+        OsStr::new("--model"),
+        classify_dir.as_os_str(),
+    ]);
+    assert_error(&generated, &["sequence classifier"]);
+    let generated = xtask([
+        OsStr::new("generate"),
+        OsStr::new("--model"),
+        out.as_os_str(),
+        OsStr::new("--threads"),
+        OsStr::new("100000"),
+    ]);
+    assert_error(&generated, &["--threads 100000", "1 to 1024"]);
+    let mut args: Vec<&OsStr> = ["train", "gpt", "--finetune", "classify"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+    args.extend([
+        OsStr::new("--init"),
+        out.as_os_str(),
+        OsStr::new("--out"),
+        out.as_os_str(),
+    ]);
+    assert_error(&xtask(args), &["--init and --out"]);
+    assert_error(
+        &train(&corpus, &classify_dir, &["--steps", "12", "--resume"]),
+        &["classifier", "--finetune classify"],
+    );
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(out.join("config.json"), copy.join("config.json")).unwrap();
+    assert_error(
+        &train(&corpus, &copy, &["--steps", "3"]),
+        &["already contains a model"],
+    );
 }
 
 #[test]
