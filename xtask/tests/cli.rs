@@ -2,9 +2,12 @@
 //! print an error that names the value at fault, never a panic (status 101)
 //! or a libtorch abort (a signal).
 
+mod support;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+use support::{assert_error, xtask};
 
 fn tiny_gguf() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../llama/tests/fixtures/tiny.gguf")
@@ -12,34 +15,6 @@ fn tiny_gguf() -> PathBuf {
 
 fn tiny_gguf_bytes() -> Vec<u8> {
     std::fs::read(tiny_gguf()).unwrap()
-}
-
-fn xtask<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Asserts that `output` is a clean failure whose stderr contains every one
-/// of `expected`, and returns stderr.
-fn assert_error(output: &Output, expected: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "exit status {:?}, stderr:\n{stderr}",
-        output.status
-    );
-    assert!(!stderr.contains("panicked"), "panic, stderr:\n{stderr}");
-    for text in expected {
-        assert!(stderr.contains(text), "stderr lacks {text:?}:\n{stderr}");
-    }
-    stderr
 }
 
 fn convert(input: &Path, output: &Path) -> Output {

