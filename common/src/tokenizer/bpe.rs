@@ -8,8 +8,8 @@
 
 use serde_json::{json, Map, Value};
 
-/// The GPT-2 map from bytes to printable characters that byte-level BPE
-/// vocabularies are written in.
+/// Returns the GPT-2 map from bytes to the printable characters that
+/// byte-level BPE vocabularies are written in.
 pub(crate) fn bytes_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
