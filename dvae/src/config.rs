@@ -1,0 +1,219 @@
+//! The shape of the encoder and decoder.
+
+use common::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The shape of OpenAI's dVAE encoder and decoder, with the field names of
+/// the `dall_e` package's `Encoder` and `Decoder` attributes.
+///
+/// Group `g` (from 1) of the encoder has `n_hid * 2^(g-1)` channels and is
+/// followed by a 2x2 max-pool, except the last; the decoder mirrors it with
+/// nearest-neighbour up-sampling. An image of `H x W` pixels therefore gives
+/// a grid of `H / f x W / f` codes with `f = 2^(group_count - 1)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Groups of residual blocks; OpenAI's model has 4 (8x down-sampling).
+    #[serde(default = "default_group_count")]
+    pub group_count: i64,
+    /// Channels of the first group; each later group doubles them.
+    pub n_hid: i64,
+    /// Residual blocks in each group.
+    pub n_blk_per_group: i64,
+    /// Channels of the images the encoder reads.
+    pub input_channels: i64,
+    /// Channels of the images the decoder writes (it outputs twice as many:
+    /// a location and a log-scale per channel).
+    pub output_channels: i64,
+    /// Codes in the vocabulary.
+    pub vocab_size: i64,
+    /// Channels of the decoder's 1x1 input convolution.
+    pub n_init: i64,
+}
+
+fn default_group_count() -> i64 {
+    4
+}
+
+/// The largest `group_count` accepted: 2^9 = 512x down-sampling.
+const MAX_GROUPS: i64 = 10;
+
+impl Config {
+    /// The model of DALL-E: 256 x 256 RGB images to 32 x 32 codes out of 8192.
+    pub fn openai() -> Self {
+        Self {
+            group_count: 4,
+            n_hid: 256,
+            n_blk_per_group: 2,
+            input_channels: 3,
+            output_channels: 3,
+            vocab_size: 8192,
+            n_init: 128,
+        }
+    }
+
+    /// A small model for 32 x 32 grayscale digits: 3 groups, so 8 x 8 codes
+    /// out of 512.
+    pub fn mnist() -> Self {
+        Self {
+            group_count: 3,
+            n_hid: 32,
+            n_blk_per_group: 1,
+            input_channels: 1,
+            output_channels: 1,
+            vocab_size: 512,
+            n_init: 64,
+        }
+    }
+
+    /// Returns the preset called `name`: `openai` or `mnist`.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "openai" => Ok(Self::openai()),
+            "mnist" => Ok(Self::mnist()),
+            _ => Err(Error::InvalidInput(format!(
+                "unknown dVAE preset {name:?}: choose openai or mnist"
+            ))),
+        }
+    }
+
+    /// Reads a `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, "dVAE config", e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| Error::format(path, "dVAE config", e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks that the shape can be built, naming the first value that
+    /// cannot.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |message: String| Err(Error::InvalidInput(message));
+        for (name, value) in [
+            ("n_hid", self.n_hid),
+            ("n_blk_per_group", self.n_blk_per_group),
+            ("input_channels", self.input_channels),
+            ("output_channels", self.output_channels),
+            ("vocab_size", self.vocab_size),
+            ("n_init", self.n_init),
+        ] {
+            if value < 1 {
+                return bad(format!("{name} must be at least 1, got {value}"));
+            }
+        }
+        if !(1..=MAX_GROUPS).contains(&self.group_count) {
+            return bad(format!(
+                "group_count must be between 1 and {MAX_GROUPS}, got {}",
+                self.group_count
+            ));
+        }
+        if self.n_hid % 4 != 0 {
+            return bad(format!(
+                "n_hid must be a multiple of 4 (each block narrows to a quarter), got {}",
+                self.n_hid
+            ));
+        }
+        if self.num_parameters() > MAX_PARAMETERS {
+            return bad(format!(
+                "the shape has {} parameters, more than the {MAX_PARAMETERS} this crate builds",
+                self.num_parameters()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The factor from image side to code-grid side: `2^(group_count - 1)`.
+    pub fn downsample_factor(&self) -> i64 {
+        1 << (self.group_count - 1).clamp(0, MAX_GROUPS)
+    }
+
+    /// Channels of encoder group `g` (from 1).
+    pub(crate) fn encoder_width(&self, group: i64) -> i64 {
+        self.n_hid.saturating_mul(1 << (group - 1).clamp(0, MAX_GROUPS))
+    }
+
+    /// Channels of decoder group `g` (from 1).
+    pub(crate) fn decoder_width(&self, group: i64) -> i64 {
+        self.encoder_width(self.group_count - group + 1)
+    }
+
+    /// Parameters of the encoder, in closed form.
+    pub fn encoder_parameters(&self) -> u64 {
+        let mut total = conv(self.input_channels, self.n_hid, 7);
+        for group in 1..=self.group_count {
+            let width = self.encoder_width(group);
+            for block in 0..self.n_blk_per_group {
+                let n_in = if block == 0 {
+                    self.encoder_width((group - 1).max(1))
+                } else {
+                    width
+                };
+                let hid = width / 4;
+                total = total
+                    .saturating_add(shortcut(n_in, width))
+                    .saturating_add(conv(n_in, hid, 3))
+                    .saturating_add(conv(hid, hid, 3).saturating_mul(2))
+                    .saturating_add(conv(hid, width, 1));
+            }
+        }
+        total.saturating_add(conv(
+            self.encoder_width(self.group_count),
+            self.vocab_size,
+            1,
+        ))
+    }
+
+    /// Parameters of the decoder, in closed form.
+    pub fn decoder_parameters(&self) -> u64 {
+        let mut total = conv(self.vocab_size, self.n_init, 1);
+        for group in 1..=self.group_count {
+            let width = self.decoder_width(group);
+            for block in 0..self.n_blk_per_group {
+                let n_in = match (group, block) {
+                    (1, 0) => self.n_init,
+                    (_, 0) => self.decoder_width(group - 1),
+                    _ => width,
+                };
+                let hid = width / 4;
+                total = total
+                    .saturating_add(shortcut(n_in, width))
+                    .saturating_add(conv(n_in, hid, 1))
+                    .saturating_add(conv(hid, hid, 3).saturating_mul(2))
+                    .saturating_add(conv(hid, width, 3));
+            }
+        }
+        total.saturating_add(conv(self.n_hid, 2 * self.output_channels, 1))
+    }
+
+    /// Parameters of the encoder and the decoder together.
+    pub fn num_parameters(&self) -> u64 {
+        self.encoder_parameters()
+            .saturating_add(self.decoder_parameters())
+    }
+}
+
+/// Ten billion: far above any dVAE, and small enough to allocate nothing
+/// absurd from a mistyped config.
+const MAX_PARAMETERS: u64 = 10_000_000_000;
+
+/// Parameters of a `k x k` convolution with bias.
+fn conv(n_in: i64, n_out: i64, k: i64) -> u64 {
+    let (n_in, n_out, k) = (n_in.max(0) as u64, n_out.max(0) as u64, k as u64);
+    n_out
+        .saturating_mul(n_in)
+        .saturating_mul(k * k)
+        .saturating_add(n_out)
+}
+
+/// Parameters of a block's shortcut: a 1x1 convolution where the width
+/// changes, the identity otherwise.
+fn shortcut(n_in: i64, n_out: i64) -> u64 {
+    if n_in == n_out {
+        0
+    } else {
+        conv(n_in, n_out, 1)
+    }
+}

@@ -1,0 +1,318 @@
+//! OpenAI's dVAE encoder and decoder, with the tensor names of its
+//! checkpoints.
+
+use crate::Config;
+use common::{Error, Result};
+use tch::nn::{self, Init};
+use tch::{Kind, Tensor};
+
+/// A convolution with "same" padding, named `w` and `b` as in `dall_e`.
+#[derive(Debug)]
+struct Conv2d {
+    w: Tensor,
+    b: Tensor,
+    padding: i64,
+}
+
+impl Conv2d {
+    /// A `kw x kw` convolution; the weights are drawn from N(0, 1 / fan-in)
+    /// and the bias starts at zero, as in `dall_e`.
+    fn new(p: nn::Path, n_in: i64, n_out: i64, kw: i64) -> Self {
+        let stdev = 1.0 / ((n_in * kw * kw) as f64).sqrt();
+        Self {
+            w: p.var("w", &[n_out, n_in, kw, kw], Init::Randn { mean: 0.0, stdev }),
+            b: p.var("b", &[n_out], Init::Const(0.0)),
+            padding: (kw - 1) / 2,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let pad = [self.padding, self.padding];
+        x.conv2d(&self.w, Some(&self.b), [1, 1], pad, [1, 1], 1)
+    }
+}
+
+/// A residual block: `shortcut(x) + post_gain * res_path(x)`, where
+/// `res_path` is four ReLU-convolution pairs through a quarter of the output
+/// width, and `post_gain = 1 / n_layers^2` keeps a deep stack near the
+/// identity at initialisation.
+#[derive(Debug)]
+struct Block {
+    /// A 1x1 convolution where the width changes, the identity otherwise.
+    id_path: Option<Conv2d>,
+    res_path: [Conv2d; 4],
+    post_gain: f64,
+}
+
+impl Block {
+    /// `kernels` are the kernel sizes of the four convolutions: 3, 3, 3, 1 in
+    /// the encoder and 1, 3, 3, 3 in the decoder.
+    fn new(p: nn::Path, n_in: i64, n_out: i64, n_layers: i64, kernels: [i64; 4]) -> Self {
+        let hid = n_out / 4;
+        let res = &p / "res_path";
+        let widths = [(n_in, hid), (hid, hid), (hid, hid), (hid, n_out)];
+        let res_path = std::array::from_fn(|i| {
+            let (a, b) = widths[i];
+            Conv2d::new(&res / format!("conv_{}", i + 1), a, b, kernels[i])
+        });
+        Self {
+            id_path: (n_in != n_out).then(|| Conv2d::new(&p / "id_path", n_in, n_out, 1)),
+            res_path,
+            post_gain: 1.0 / (n_layers * n_layers) as f64,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut h = self.res_path[0].forward(&x.relu());
+        for conv in &self.res_path[1..] {
+            // The convolution keeps its input, not its output, for the
+            // backward pass, so the ReLU may overwrite the output.
+            h = conv.forward(&h.relu_());
+        }
+        let shortcut = match &self.id_path {
+            Some(conv) => conv.forward(x),
+            None => x.shallow_clone(),
+        };
+        shortcut + h * self.post_gain
+    }
+}
+
+/// One group of blocks, followed by a resampling of 2 in each direction
+/// (max-pool in the encoder, nearest-neighbour in the decoder) or nothing.
+#[derive(Debug)]
+struct Group {
+    blocks: Vec<Block>,
+    resample: Resample,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Resample {
+    None,
+    MaxPool,
+    Upsample,
+}
+
+impl Group {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for block in &self.blocks {
+            h = block.forward(&h);
+        }
+        match self.resample {
+            Resample::None => h,
+            Resample::MaxPool => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+            Resample::Upsample => {
+                let size = h.size();
+                h.upsample_nearest2d([size[2] * 2, size[3] * 2], None, None)
+            }
+        }
+    }
+}
+
+/// Builds the groups of the encoder or the decoder under `blocks`.
+fn groups(
+    blocks: &nn::Path,
+    config: &Config,
+    n_in_first: i64,
+    width: impl Fn(i64) -> i64,
+    kernels: [i64; 4],
+    resample: Resample,
+) -> Vec<Group> {
+    let n_layers = config.group_count * config.n_blk_per_group;
+    (1..=config.group_count)
+        .map(|g| {
+            let p = blocks / format!("group_{g}");
+            let out = width(g);
+            let blocks = (0..config.n_blk_per_group)
+                .map(|i| {
+                    let n_in = match (g, i) {
+                        (1, 0) => n_in_first,
+                        (_, 0) => width(g - 1),
+                        _ => out,
+                    };
+                    Block::new(&p / format!("block_{}", i + 1), n_in, out, n_layers, kernels)
+                })
+                .collect();
+            let resample = if g < config.group_count {
+                resample
+            } else {
+                Resample::None
+            };
+            Group { blocks, resample }
+        })
+        .collect()
+}
+
+/// Checks that `x` is a float batch `(batch, channels, height, width)` with
+/// the given channels, and returns its height and width.
+fn check_batch(x: &Tensor, what: &str, channels: i64) -> Result<(i64, i64)> {
+    let size = x.size();
+    if size.len() != 4 || size[1] != channels {
+        return Err(Error::InvalidInput(format!(
+            "{what} must have shape (batch, {channels}, height, width), got {size:?}"
+        )));
+    }
+    if !x.is_floating_point() {
+        return Err(Error::InvalidInput(format!(
+            "{what} must be floating point, got {:?}",
+            x.kind()
+        )));
+    }
+    Ok((size[2], size[3]))
+}
+
+/// The encoder: an image in `(eps, 1 - eps)` (see [`crate::map_pixels`]) to
+/// logits over the codes at each position of the grid.
+#[derive(Debug)]
+pub struct Encoder {
+    input: Conv2d,
+    groups: Vec<Group>,
+    output: Conv2d,
+    config: Config,
+}
+
+impl Encoder {
+    /// Creates the encoder's variables under `p` (`blocks.input.w`, ...),
+    /// initialised as in `dall_e`.
+    pub fn new(p: &nn::Path, config: &Config) -> Result<Self> {
+        config.validate()?;
+        let blocks = p / "blocks";
+        let groups = groups(
+            &blocks,
+            config,
+            config.n_hid,
+            |g| config.encoder_width(g),
+            [3, 3, 3, 1],
+            Resample::MaxPool,
+        );
+        Ok(Self {
+            input: Conv2d::new(&blocks / "input", config.input_channels, config.n_hid, 7),
+            groups,
+            output: Conv2d::new(
+                &blocks / "output" / "conv",
+                config.encoder_width(config.group_count),
+                config.vocab_size,
+                1,
+            ),
+            config: config.clone(),
+        })
+    }
+
+    /// Returns the logits `(batch, vocab_size, height / f, width / f)` of
+    /// images `(batch, input_channels, height, width)` whose sides are
+    /// multiples of the down-sampling factor `f`.
+    pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        let (h, w) = check_batch(images, "the encoder's input", self.config.input_channels)?;
+        let f = self.config.downsample_factor();
+        if h < f || w < f || h % f != 0 || w % f != 0 {
+            return Err(Error::InvalidInput(format!(
+                "image sides must be positive multiples of {f}, got {h} x {w}"
+            )));
+        }
+        let mut x = self.input.forward(&images.to_kind(self.input.w.kind()));
+        for group in &self.groups {
+            x = group.forward(&x);
+        }
+        Ok(self.output.forward(&x.relu()))
+    }
+
+    /// Returns the most likely code at each position, `(batch, h, w)` of
+    /// `i64`.
+    pub fn codes(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.forward(images)?.argmax(1, false))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// The decoder: a distribution over codes at each grid position (one-hot or
+/// relaxed) to the parameters of the logit-Laplace likelihood of each pixel.
+#[derive(Debug)]
+pub struct Decoder {
+    input: Conv2d,
+    groups: Vec<Group>,
+    output: Conv2d,
+    config: Config,
+}
+
+impl Decoder {
+    /// Creates the decoder's variables under `p` (`blocks.input.w`, ...),
+    /// initialised as in `dall_e`.
+    pub fn new(p: &nn::Path, config: &Config) -> Result<Self> {
+        config.validate()?;
+        let blocks = p / "blocks";
+        let groups = groups(
+            &blocks,
+            config,
+            config.n_init,
+            |g| config.decoder_width(g),
+            [1, 3, 3, 3],
+            Resample::Upsample,
+        );
+        Ok(Self {
+            input: Conv2d::new(&blocks / "input", config.vocab_size, config.n_init, 1),
+            groups,
+            output: Conv2d::new(
+                &blocks / "output" / "conv",
+                config.n_hid,
+                2 * config.output_channels,
+                1,
+            ),
+            config: config.clone(),
+        })
+    }
+
+    /// Returns `(batch, 2 * output_channels, h * f, w * f)` from code
+    /// distributions `(batch, vocab_size, h, w)`: the logit-Laplace location
+    /// of each channel, then its log-scale (see [`crate::reconstruct`]).
+    pub fn forward(&self, codes: &Tensor) -> Result<Tensor> {
+        check_batch(codes, "the decoder's input", self.config.vocab_size)?;
+        let mut x = self.input.forward(&codes.to_kind(self.input.w.kind()));
+        for group in &self.groups {
+            x = group.forward(&x);
+        }
+        Ok(self.output.forward(&x.relu()))
+    }
+
+    /// Decodes a grid of code indices `(batch, h, w)` to images in `[0, 1]`,
+    /// `(batch, output_channels, h * f, w * f)`.
+    pub fn decode_codes(&self, codes: &Tensor) -> Result<Tensor> {
+        let one_hot = one_hot_codes(codes, self.config.vocab_size)?;
+        Ok(crate::reconstruct(&self.forward(&one_hot)?))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Turns code indices `(batch, h, w)` into one-hot distributions
+/// `(batch, vocab_size, h, w)` in `f32`, after checking that every index is
+/// in `[0, vocab_size)`.
+pub fn one_hot_codes(codes: &Tensor, vocab_size: i64) -> Result<Tensor> {
+    let size = codes.size();
+    if size.len() != 3 {
+        return Err(Error::InvalidInput(format!(
+            "codes must have shape (batch, height, width), got {size:?}"
+        )));
+    }
+    if codes.is_floating_point() || codes.kind() == Kind::Bool {
+        return Err(Error::InvalidInput(format!(
+            "codes must be integers, got {:?}",
+            codes.kind()
+        )));
+    }
+    if codes.numel() > 0 {
+        let (min, max) = (codes.min().int64_value(&[]), codes.max().int64_value(&[]));
+        if min < 0 || max >= vocab_size {
+            let bad = if min < 0 { min } else { max };
+            return Err(Error::InvalidInput(format!(
+                "code {bad} is outside the vocabulary [0, {vocab_size})"
+            )));
+        }
+    }
+    let one_hot = codes.to_kind(Kind::Int64).f_one_hot(vocab_size)?;
+    Ok(one_hot.permute([0, 3, 1, 2]).to_kind(Kind::Float))
+}

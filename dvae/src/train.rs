@@ -1,0 +1,1 @@
+//! Training on images: the task that [`common::train::train`] runs.
