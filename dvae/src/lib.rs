@@ -103,27 +103,48 @@ impl Dvae {
     /// Returns the terms of the negative ELBO of `pixels` in `[0, 1]`,
     /// `(batch, channels, height, width)`.
     pub fn elbo(&self, pixels: &Tensor, codes: Codes) -> Result<Elbo> {
-        let x = map_pixels(pixels);
-        let logits = self.encoder.forward(&x)?;
-        let vocab = self.encoder.config().vocab_size;
-        let z = match codes {
-            Codes::Relaxed { temperature } => relax::gumbel_softmax(&logits, temperature, false, 1),
-            Codes::StraightThrough { temperature } => {
-                relax::gumbel_softmax(&logits, temperature, true, 1)
-            }
-            Codes::Argmax => one_hot_codes(&logits.argmax(1, false), vocab)?,
-        };
-        let stats = self.decoder.forward(&z)?;
-        let (mu, log_b) = pixels::split_stats(&stats);
-        let batch = pixels.size()[0] as f64;
-        let nll = -logit_laplace_log_prob(&x, &mu, &log_b).sum(Kind::Float) / batch;
-        let kl = relax::kl_to_uniform(&logits, 1).sum(Kind::Float) / batch;
-        Ok(Elbo {
-            reconstruction: nll,
-            kl,
-            stats,
-        })
+        Ok(elbo_of(&self.encoder, &self.decoder, pixels, codes)?.0)
     }
+}
+
+/// The negative ELBO of `pixels` and the most likely code at each position.
+fn elbo_of(
+    encoder: &Encoder,
+    decoder: &Decoder,
+    pixels: &Tensor,
+    codes: Codes,
+) -> Result<(Elbo, Tensor)> {
+    let (input, output) = (
+        encoder.config().input_channels,
+        decoder.config().output_channels,
+    );
+    if input != output {
+        return Err(Error::InvalidInput(format!(
+            "the encoder reads {input} channels but the decoder writes {output}: the ELBO \
+             needs the same images on both sides"
+        )));
+    }
+    let x = map_pixels(pixels);
+    let logits = encoder.forward(&x)?;
+    let argmax = logits.argmax(1, false);
+    let z = match codes {
+        Codes::Relaxed { temperature } => relax::gumbel_softmax(&logits, temperature, false, 1),
+        Codes::StraightThrough { temperature } => {
+            relax::gumbel_softmax(&logits, temperature, true, 1)
+        }
+        Codes::Argmax => one_hot_codes(&argmax, encoder.config().vocab_size)?,
+    };
+    let stats = decoder.forward(&z)?;
+    let (mu, log_b) = pixels::split_stats(&stats);
+    let batch = pixels.size()[0] as f64;
+    let nll = -logit_laplace_log_prob(&x, &mu, &log_b).sum(Kind::Float) / batch;
+    let kl = relax::kl_to_uniform(&logits, 1).sum(Kind::Float) / batch;
+    let elbo = Elbo {
+        reconstruction: nll,
+        kl,
+        stats,
+    };
+    Ok((elbo, argmax))
 }
 
 /// Loads the encoder of a model directory (`config.json` and

@@ -20,7 +20,11 @@ impl Conv2d {
     fn new(p: nn::Path, n_in: i64, n_out: i64, kw: i64) -> Self {
         let stdev = 1.0 / ((n_in * kw * kw) as f64).sqrt();
         Self {
-            w: p.var("w", &[n_out, n_in, kw, kw], Init::Randn { mean: 0.0, stdev }),
+            w: p.var(
+                "w",
+                &[n_out, n_in, kw, kw],
+                Init::Randn { mean: 0.0, stdev },
+            ),
             b: p.var("b", &[n_out], Init::Const(0.0)),
             padding: (kw - 1) / 2,
         }
@@ -130,7 +134,13 @@ fn groups(
                         (_, 0) => width(g - 1),
                         _ => out,
                     };
-                    Block::new(&p / format!("block_{}", i + 1), n_in, out, n_layers, kernels)
+                    Block::new(
+                        &p / format!("block_{}", i + 1),
+                        n_in,
+                        out,
+                        n_layers,
+                        kernels,
+                    )
                 })
                 .collect();
             let resample = if g < config.group_count {

@@ -41,7 +41,10 @@ pub fn logit_laplace_log_prob(x: &Tensor, mu: &Tensor, log_b: &Tensor) -> Tensor
 /// the log-scale, each `(batch, C, h, w)`.
 pub fn split_stats(stats: &Tensor) -> (Tensor, Tensor) {
     let channels = stats.size()[1] / 2;
-    (stats.narrow(1, 0, channels), stats.narrow(1, channels, channels))
+    (
+        stats.narrow(1, 0, channels),
+        stats.narrow(1, channels, channels),
+    )
 }
 
 /// The image the decoder's output stands for: `unmap(sigmoid(mu))`, in

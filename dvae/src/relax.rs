@@ -11,11 +11,16 @@
 use tch::{Kind, Tensor};
 
 /// Standard Gumbel noise `-ln(-ln u)` with `u` uniform, shaped like `like`.
-/// Both logarithms take arguments bounded away from 0, so the noise is
-/// always finite.
 pub fn gumbel_noise(like: &Tensor) -> Tensor {
+    gumbel_from_uniform(&like.rand_like())
+}
+
+/// Maps uniform values `u` in `[0, 1]` to Gumbel noise `-ln(-ln u)`. Both
+/// logarithms take arguments bounded away from 0, so that even `u = 0` and
+/// `u = 1` give finite noise.
+pub fn gumbel_from_uniform(u: &Tensor) -> Tensor {
     let tiny = f64::from(f32::MIN_POSITIVE);
-    let u = like.rand_like().clamp(tiny, 1.0 - f64::from(f32::EPSILON));
+    let u = u.clamp(tiny, 1.0 - f64::from(f32::EPSILON));
     -(-u.log()).clamp_min(tiny).log()
 }
 

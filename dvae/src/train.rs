@@ -1,1 +1,328 @@
-//! Training on images: the task that [`common::train::train`] runs.
+//! Training on images: the data, the task that [`common::train::train`]
+//! runs, and the held-out measurements (PSNR and code usage).
+//!
+//! Each step draws a batch, dequantizes its 8-bit pixel values with uniform
+//! noise (so that the continuous logit-Laplace density of discrete data
+//! stays bounded), relaxes the codes with Gumbel-Softmax at the scheduled
+//! temperature, and minimises `(reconstruction + beta * KL) / D`, the
+//! negative ELBO in nats per pixel value (`D = channels * height * width`).
+
+use crate::relax::{kl_weight_schedule, temperature_schedule, Schedule};
+use crate::{Codes, Config, Decoder, Dvae, Encoder};
+use common::train::{step_rng, Task};
+use common::{Error, Result};
+use rand::Rng;
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+/// Where training batches come from.
+#[derive(Debug)]
+pub enum Images {
+    /// A fixed set `(n, channels, side, side)`, sampled with replacement.
+    Set(Tensor),
+    /// Random `side x side` crops of larger images, each `(channels, h, w)`.
+    Crops { images: Vec<Tensor>, side: i64 },
+}
+
+impl Images {
+    /// The channels and side of the images it yields.
+    fn shape(&self) -> (i64, i64) {
+        match self {
+            Images::Set(t) => {
+                let size = t.size();
+                (size[1], size[3])
+            }
+            Images::Crops { images, side } => (images[0].size()[0], *side),
+        }
+    }
+
+    fn batch(&self, rng: &mut impl Rng, batch_size: i64) -> Tensor {
+        match self {
+            Images::Set(set) => {
+                let n = set.size()[0];
+                let index: Vec<i64> = (0..batch_size).map(|_| rng.random_range(0..n)).collect();
+                set.index_select(0, &Tensor::from_slice(&index))
+            }
+            Images::Crops { images, side } => {
+                let crops: Vec<Tensor> = (0..batch_size)
+                    .map(|_| {
+                        let image = &images[rng.random_range(0..images.len())];
+                        let size = image.size();
+                        let top = rng.random_range(0..=size[1] - side);
+                        let left = rng.random_range(0..=size[2] - side);
+                        image.narrow(1, top, *side).narrow(2, left, *side)
+                    })
+                    .collect();
+                Tensor::stack(&crops, 0)
+            }
+        }
+    }
+}
+
+/// MNIST's digits padded with 2 pixels of background to 32 x 32: the
+/// training and held-out sets, `(n, 1, 32, 32)`, with the last 10% of each
+/// digit held out.
+pub fn mnist() -> Result<(Images, Tensor)> {
+    let (train, eval) = common::mnist::load(0.1)?;
+    let pad = |t: Tensor| t.unsqueeze(1).constant_pad_nd([2, 2, 2, 2]);
+    Ok((Images::Set(pad(train.images)), pad(eval.images)))
+}
+
+/// The photographs held out of training.
+pub const HELD_OUT_PHOTOGRAPHS: &[&str] = &["chelsea.png", "coffee.png"];
+
+/// Crops of scikit-image's photographs in RGB: random `side x side` crops
+/// of all but [`HELD_OUT_PHOTOGRAPHS`] for training, and a fixed grid of
+/// crops of those for evaluation.
+pub fn photographs(side: i64) -> Result<(Images, Tensor)> {
+    let dir = common::paths::PHOTOGRAPHS.find()?;
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".png") || name.ends_with(".jpg"))
+        .collect();
+    names.sort();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for name in names {
+        let image = common::image::read(&dir.join(&name))?;
+        if i64::from(image.width().min(image.height())) < side {
+            continue;
+        }
+        let tensor = common::image::to_tensor(&image, 3)?;
+        if HELD_OUT_PHOTOGRAPHS.contains(&name.as_str()) {
+            let size = tensor.size();
+            for top in (0..=size[1] - side).step_by(side as usize) {
+                for left in (0..=size[2] - side).step_by(side as usize) {
+                    eval.push(tensor.narrow(1, top, side).narrow(2, left, side));
+                }
+            }
+        } else {
+            train.push(tensor);
+        }
+    }
+    if train.is_empty() || eval.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "no photographs of at least {side} x {side} pixels in {}",
+            dir.display()
+        )));
+    }
+    Ok((
+        Images::Crops {
+            images: train,
+            side,
+        },
+        Tensor::stack(&eval, 0),
+    ))
+}
+
+/// Settings of [`DvaeTask`] beyond the optimizer's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub batch_size: i64,
+    /// The KL weight after its warm-up.
+    pub beta: f64,
+    /// Steps of the KL weight's warm-up from 0.
+    pub beta_warmup_steps: u64,
+    /// Steps over which the temperature falls from 1 to 1/16.
+    pub temperature_steps: u64,
+    /// Feed the decoder one-hot samples with straight-through gradients
+    /// instead of relaxed ones.
+    pub straight_through: bool,
+    /// Seeds the batches.
+    pub seed: u64,
+}
+
+/// Held-out measurements of an encoder and decoder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metrics {
+    /// The reconstruction term of the negative ELBO at the most likely
+    /// codes, in nats per pixel value.
+    pub reconstruction: f64,
+    /// The KL term, in nats per pixel value.
+    pub kl: f64,
+    /// Peak signal-to-noise ratio of the reconstructions from the most likely
+    /// codes, `10 log10(1 / MSE)` for pixels in `[0, 1]`, averaged over
+    /// images, in dB.
+    pub psnr: f64,
+    /// `exp(entropy)` of the frequencies of the most likely codes: the
+    /// number of equally used codes with the same spread.
+    pub perplexity: f64,
+    /// Codes chosen at least once.
+    pub codes_used: i64,
+}
+
+impl std::fmt::Display for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PSNR {:.2} dB, code perplexity {:.1} ({} codes used)",
+            self.psnr, self.perplexity, self.codes_used
+        )
+    }
+}
+
+/// Measures `encoder` and `decoder` on `images` `(n, channels, h, w)` in
+/// `[0, 1]`, `batch_size` images at a time.
+pub fn evaluate(
+    encoder: &Encoder,
+    decoder: &Decoder,
+    images: &Tensor,
+    batch_size: i64,
+) -> Result<Metrics> {
+    let _guard = tch::no_grad_guard();
+    let n = images.size()[0];
+    if n == 0 || batch_size < 1 {
+        return Err(Error::InvalidInput(
+            "evaluation needs at least one image and a batch size of at least 1".into(),
+        ));
+    }
+    let vocab = encoder.config().vocab_size;
+    let mut counts = Tensor::zeros([vocab], (Kind::Int64, images.device()));
+    let (mut reconstruction, mut kl, mut psnr) = (0.0, 0.0, 0.0);
+    let dims = images.get(0).numel() as f64;
+    for start in (0..n).step_by(batch_size as usize) {
+        let len = batch_size.min(n - start);
+        let pixels = images.narrow(0, start, len);
+        let (elbo, codes) = crate::elbo_of(encoder, decoder, &midpoints(&pixels), Codes::Argmax)?;
+        reconstruction += elbo.reconstruction.double_value(&[]) * len as f64;
+        kl += elbo.kl.double_value(&[]) * len as f64;
+        let image = crate::reconstruct(&elbo.stats);
+        let mse = (image - &pixels)
+            .square()
+            .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float)
+            .clamp_min(1e-10);
+        psnr += (mse.log10() * -10.0).sum(Kind::Float).double_value(&[]);
+        counts += codes.flatten(0, -1).bincount(None::<Tensor>, vocab);
+    }
+    let p = counts.to_kind(Kind::Double) / counts.sum(Kind::Double);
+    let entropy = -(&p * p.clamp_min(1e-300).log()).sum(Kind::Double);
+    Ok(Metrics {
+        reconstruction: reconstruction / n as f64 / dims,
+        kl: kl / n as f64 / dims,
+        psnr: psnr / n as f64,
+        perplexity: entropy.exp().double_value(&[]),
+        codes_used: counts.gt(0).sum(Kind::Int64).int64_value(&[]),
+    })
+}
+
+/// 8-bit pixel values moved to the middle of their quantization bins, the
+/// deterministic counterpart of the training noise.
+fn midpoints(pixels: &Tensor) -> Tensor {
+    ((pixels * 255.0).round() + 0.5) / 256.0
+}
+
+/// Pixel values dequantized with uniform noise over their 8-bit bins.
+fn dequantize(pixels: &Tensor) -> Tensor {
+    ((pixels * 255.0).round() + pixels.rand_like()) / 256.0
+}
+
+/// Trains a [`Dvae`] on images.
+pub struct DvaeTask {
+    model: Dvae,
+    config: Config,
+    train: Images,
+    eval: Tensor,
+    settings: Settings,
+    temperature: Schedule,
+    beta: Schedule,
+    last: Option<Metrics>,
+}
+
+impl DvaeTask {
+    /// Checks that the images fit the model and the settings make sense.
+    pub fn new(model: Dvae, train: Images, eval: Tensor, settings: Settings) -> Result<Self> {
+        let config = model.encoder.config().clone();
+        let (channels, side) = train.shape();
+        let f = config.downsample_factor();
+        if channels != config.input_channels || channels != config.output_channels {
+            return Err(Error::InvalidInput(format!(
+                "the images have {channels} channels but the model reads {} and writes {}",
+                config.input_channels, config.output_channels
+            )));
+        }
+        if side % f != 0 || side < f {
+            return Err(Error::InvalidInput(format!(
+                "the images are {side} pixels wide, not a multiple of the model's \
+                 down-sampling factor {f}"
+            )));
+        }
+        if settings.batch_size < 1 {
+            return Err(Error::InvalidInput(format!(
+                "the batch size must be at least 1, got {}",
+                settings.batch_size
+            )));
+        }
+        if !(settings.beta >= 0.0 && settings.beta.is_finite()) {
+            return Err(Error::InvalidInput(format!(
+                "the KL weight beta must be 0 or more, got {}",
+                settings.beta
+            )));
+        }
+        Ok(Self {
+            temperature: temperature_schedule(settings.temperature_steps),
+            beta: kl_weight_schedule(settings.beta, settings.beta_warmup_steps),
+            model,
+            config,
+            train,
+            eval,
+            settings,
+            last: None,
+        })
+    }
+
+    /// The measurements of the last evaluation.
+    pub fn last_metrics(&self) -> Option<&Metrics> {
+        self.last.as_ref()
+    }
+
+    pub fn model(&self) -> &Dvae {
+        &self.model
+    }
+}
+
+impl Task for DvaeTask {
+    fn train_loss(&mut self, step: u64) -> Result<Tensor> {
+        let mut rng = step_rng(self.settings.seed, step);
+        let pixels = dequantize(&self.train.batch(&mut rng, self.settings.batch_size));
+        let temperature = self.temperature.at(step);
+        let codes = if self.settings.straight_through {
+            Codes::StraightThrough { temperature }
+        } else {
+            Codes::Relaxed { temperature }
+        };
+        let elbo = self.model.elbo(&pixels, codes)?;
+        let dims = pixels.get(0).numel() as f64;
+        Ok(elbo.loss(self.beta.at(step)) / dims)
+    }
+
+    /// The negative ELBO (KL weight 1) at the most likely codes, in nats per
+    /// pixel value.
+    fn eval_loss(&mut self) -> Result<f64> {
+        let metrics = evaluate(
+            &self.model.encoder,
+            &self.model.decoder,
+            &self.eval,
+            self.settings.batch_size.max(64),
+        )?;
+        let loss = metrics.reconstruction + metrics.kl;
+        self.last = Some(metrics);
+        Ok(loss)
+    }
+
+    fn items_per_step(&self) -> u64 {
+        self.settings.batch_size as u64
+    }
+
+    fn item_name(&self) -> &'static str {
+        "img"
+    }
+
+    fn export(&self, vs: &VarStore, dir: &Path) -> Result<()> {
+        crate::save(vs, &self.config, dir)
+    }
+
+    fn eval_summary(&self) -> Option<String> {
+        self.last.as_ref().map(|m| m.to_string())
+    }
+}

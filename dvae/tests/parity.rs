@@ -60,7 +60,10 @@ fn decoding_codes_gives_the_reconstruction_of_the_reference_output() {
 #[test]
 fn variable_names_and_count_match_the_checkpoints() {
     let config = Config::from_file(&fixtures().join("config.json")).unwrap();
-    for (file, encoder) in [("encoder.safetensors", true), ("decoder.safetensors", false)] {
+    for (file, encoder) in [
+        ("encoder.safetensors", true),
+        ("decoder.safetensors", false),
+    ] {
         let vs = VarStore::new(Device::Cpu);
         let expected = if encoder {
             Encoder::new(&vs.root(), &config).unwrap();

@@ -5,11 +5,10 @@
 use crate::heads::SequenceClassifier;
 use crate::model::Gpt;
 use common::checkpoint::write_atomic;
-use common::train::Task;
+use common::train::{step_rng, Task};
 use common::{Error, Result};
-use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::Value;
 use std::path::Path;
 use tch::nn::VarStore;
@@ -32,10 +31,6 @@ fn write_tokenizer(files: &Option<TokenizerFiles>, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn step_rng(seed: u64, step: u64) -> StdRng {
-    StdRng::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Next-token prediction on random windows of a token stream.

@@ -8,6 +8,8 @@
 //!   default) or a GPT model directory
 //! - `train gpt`: pretrain a GPT on Shakespeare's plays, or fine-tune it to
 //!   tell Shakespeare's lines from Milton's (`--finetune classify`)
+//! - `train dvae`: train DALL-E's discrete VAE on MNIST or on photographs
+//! - `dvae encode|decode|reconstruct`: an image to its grid of codes and back
 //! - `bench generate`: SmolLM2 prefill and decode speed beside transformers
 //! - `bench train-gpt`, `bench decode-gpt`: a GPT-2 training step beside
 //!   PyTorch, and GPT-2 124M decoding beside transformers
@@ -15,6 +17,7 @@
 mod bench;
 mod convert;
 mod doctor;
+mod dvae;
 mod generate;
 mod models;
 mod train;
@@ -26,7 +29,7 @@ use std::process::ExitCode;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Model zoo tasks: doctor, convert, generate, train, bench"
+    about = "Model zoo tasks: doctor, convert, generate, train, dvae, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +48,9 @@ enum Command {
     /// Train models on real data.
     #[command(subcommand)]
     Train(train::Train),
+    /// Turn images into DALL-E dVAE codes and back.
+    #[command(subcommand)]
+    Dvae(dvae::Command),
     /// Measure speed beside the Python reference implementations.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
         Command::Convert(command) => convert::run(command),
         Command::Generate(args) => generate::run(&args),
         Command::Train(command) => train::run(command),
+        Command::Dvae(command) => dvae::run(command),
         Command::Bench(command) => bench::run(command),
     };
     match result {

