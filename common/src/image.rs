@@ -34,6 +34,19 @@ pub fn read(path: &Path) -> Result<DynamicImage> {
             "not an image in a known format (PNG, JPEG, GIF, BMP, TIFF or WebP)".into(),
         ));
     }
+    // The header gives the size before any pixel is decoded.
+    let (width, height) = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::io(path, e))?
+        .into_dimensions()
+        .map_err(|e| bad(e.to_string()))?;
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(bad(format!(
+            "the image is {width} x {height} pixels, larger than the {MAX_SIDE} pixels a side \
+             that this reader accepts: scale it down first"
+        )));
+    }
+
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -50,22 +63,27 @@ pub fn read(path: &Path) -> Result<DynamicImage> {
     Ok(image)
 }
 
-/// Scales `image` so that it covers `width x height` (the shorter side fits)
-/// with bicubic filtering, then crops the centre.
+/// Crops the centre of `image` to the aspect ratio of `width x height`, then
+/// resizes it to exactly that with bicubic filtering: the result equals
+/// scaling the shorter side to fit and cropping the centre, up to filtering
+/// at the crop's edges. Cropping first keeps memory bounded for images of
+/// extreme aspect ratios.
 pub fn resize_and_crop(image: &DynamicImage, width: u32, height: u32) -> DynamicImage {
     if image.width() == width && image.height() == height {
         return image.clone();
     }
-    let scale = f64::max(
-        f64::from(width) / f64::from(image.width()),
-        f64::from(height) / f64::from(image.height()),
-    );
-    let scaled_w = ((f64::from(image.width()) * scale).round() as u32).max(width);
-    let scaled_h = ((f64::from(image.height()) * scale).round() as u32).max(height);
-    let scaled = image.resize_exact(scaled_w, scaled_h, FilterType::CatmullRom);
-    let left = (scaled_w - width) / 2;
-    let top = (scaled_h - height) / 2;
-    scaled.crop_imm(left, top, width, height)
+    let (w, h) = (u64::from(image.width()), u64::from(image.height()));
+    // The largest centred region with the target's aspect ratio.
+    let (crop_w, crop_h) = if w * u64::from(height) > h * u64::from(width) {
+        ((h * u64::from(width) / u64::from(height)).max(1), h)
+    } else {
+        (w, (w * u64::from(height) / u64::from(width)).max(1))
+    };
+    let left = ((w - crop_w) / 2) as u32;
+    let top = ((h - crop_h) / 2) as u32;
+    image
+        .crop_imm(left, top, crop_w as u32, crop_h as u32)
+        .resize_exact(width, height, FilterType::CatmullRom)
 }
 
 /// Converts `image` to a tensor `(channels, height, width)` in `[0, 1]`:
@@ -127,8 +145,9 @@ pub fn save(path: &Path, tensor: &Tensor) -> Result<()> {
         ))
     })?;
     let mut image = from_tensor(tensor)?;
-    if format == ImageFormat::Jpeg && tensor.size()[0] == 3 {
-        image = DynamicImage::ImageRgb8(image.to_rgb8());
+    // GIF stores colour only, so gray images are written as RGBA there.
+    if format == ImageFormat::Gif {
+        image = DynamicImage::ImageRgba8(image.to_rgba8());
     }
     let mut bytes = Cursor::new(Vec::new());
     image

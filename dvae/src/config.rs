@@ -65,7 +65,7 @@ impl Config {
         }
     }
 
-    /// A small model for 32 x 32 grayscale digits: 3 groups, so 8 x 8 codes
+    /// A small model for MNIST's 28 x 28 digits: 3 groups, so 7 x 7 codes
     /// out of 512.
     pub fn mnist() -> Self {
         Self {
@@ -76,7 +76,7 @@ impl Config {
             output_channels: 1,
             vocab_size: 512,
             n_init: 64,
-            image_size: 32,
+            image_size: 28,
         }
     }
 

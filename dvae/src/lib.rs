@@ -150,25 +150,48 @@ fn elbo_of(
 /// Loads the encoder of a model directory (`config.json` and
 /// `encoder.safetensors`).
 pub fn load_encoder(dir: &Path, device: Device) -> Result<Encoder> {
-    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    let config = read_config(dir)?;
     let path = dir.join(ENCODER_FILE);
     check_size(&path, config.encoder_parameters())?;
     let mut vs = VarStore::new(device);
     let encoder = Encoder::new(&vs.root(), &config)?;
-    checkpoint::load_into(&mut vs, &[path], &LoadOptions::default())?;
+    load_file(&mut vs, &path)?;
     Ok(encoder)
 }
 
 /// Loads the decoder of a model directory (`config.json` and
 /// `decoder.safetensors`).
 pub fn load_decoder(dir: &Path, device: Device) -> Result<Decoder> {
-    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    let config = read_config(dir)?;
     let path = dir.join(DECODER_FILE);
     check_size(&path, config.decoder_parameters())?;
     let mut vs = VarStore::new(device);
     let decoder = Decoder::new(&vs.root(), &config)?;
-    checkpoint::load_into(&mut vs, &[path], &LoadOptions::default())?;
+    load_file(&mut vs, &path)?;
     Ok(decoder)
+}
+
+/// Describes what a dVAE directory contains, for errors about missing files.
+const DIRECTORY_HINT: &str = "a dVAE directory contains config.json, encoder.safetensors and \
+     decoder.safetensors (cargo xtask train dvae writes them, and cargo xtask convert torch \
+     converts OpenAI's pickles to them)";
+
+/// Reads the `config.json` of a model directory.
+fn read_config(dir: &Path) -> Result<Config> {
+    let path = dir.join(CONFIG_FILE);
+    if !path.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{} not found: {DIRECTORY_HINT}",
+            path.display()
+        )));
+    }
+    Config::from_file(&path)
+}
+
+/// Loads one half's file, naming the file in errors about its tensors.
+fn load_file(vs: &mut VarStore, path: &Path) -> Result<()> {
+    checkpoint::load_into(vs, &[path.to_path_buf()], &LoadOptions::default())
+        .map_err(|e| Error::format(path, "dVAE checkpoint", e.to_string()))
 }
 
 /// Refuses a checkpoint whose size differs from the configuration's before
@@ -176,8 +199,7 @@ pub fn load_decoder(dir: &Path, device: Device) -> Result<Decoder> {
 fn check_size(path: &Path, expected: u64) -> Result<()> {
     if !path.is_file() {
         return Err(Error::InvalidInput(format!(
-            "{} does not exist: a dVAE directory holds {CONFIG_FILE}, {ENCODER_FILE} and \
-             {DECODER_FILE} (cargo xtask convert torch writes them from OpenAI's pickles)",
+            "{} not found: {DIRECTORY_HINT}",
             path.display()
         )));
     }

@@ -73,11 +73,15 @@ impl Block {
             // backward pass, so the ReLU may overwrite the output.
             h = conv.forward(&h.relu_());
         }
-        let shortcut = match &self.id_path {
-            Some(conv) => conv.forward(x),
-            None => x.shallow_clone(),
-        };
-        shortcut + h * self.post_gain
+        // Scaling and adding in place saves two allocations of the block's
+        // output size. Neither the convolution (which keeps its input) nor
+        // the scaling or the addition keeps `h` for the backward pass.
+        h *= self.post_gain;
+        match &self.id_path {
+            Some(conv) => h += conv.forward(x),
+            None => h += x,
+        }
+        h
     }
 }
 
@@ -223,7 +227,9 @@ impl Encoder {
         for group in &self.groups {
             x = group.forward(&x);
         }
-        Ok(self.output.forward(&x.relu()))
+        // `x` is the output of the last block, which nothing else reads, so
+        // the ReLU may overwrite it.
+        Ok(self.output.forward(&x.relu_()))
     }
 
     /// Returns the most likely code at each position, `(batch, h, w)` of
@@ -283,7 +289,8 @@ impl Decoder {
         for group in &self.groups {
             x = group.forward(&x);
         }
-        Ok(self.output.forward(&x.relu()))
+        // As in the encoder, only the ReLU reads the last block's output.
+        Ok(self.output.forward(&x.relu_()))
     }
 
     /// Decodes a grid of code indices `(batch, h, w)` to images in `[0, 1]`,

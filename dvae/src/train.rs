@@ -60,13 +60,15 @@ impl Images {
     }
 }
 
-/// MNIST's digits padded with 2 pixels of background to 32 x 32: the
-/// training and held-out sets, `(n, 1, 32, 32)`, with the last 10% of each
-/// digit held out.
+/// MNIST's digits, 28 x 28 (a multiple of 4, so 3 groups give 7 x 7
+/// codes): the training and held-out sets, `(n, 1, 28, 28)`, with the last
+/// 10% of each digit held out.
 pub fn mnist() -> Result<(Images, Tensor)> {
     let (train, eval) = common::mnist::load(0.1)?;
-    let pad = |t: Tensor| t.unsqueeze(1).constant_pad_nd([2, 2, 2, 2]);
-    Ok((Images::Set(pad(train.images)), pad(eval.images)))
+    Ok((
+        Images::Set(train.images.unsqueeze(1)),
+        eval.images.unsqueeze(1),
+    ))
 }
 
 /// The photographs held out of training.
@@ -241,10 +243,11 @@ impl DvaeTask {
                 config.input_channels, config.output_channels
             )));
         }
-        if side % f != 0 || side < f {
+        if side != config.image_size || side % f != 0 {
             return Err(Error::InvalidInput(format!(
-                "the images are {side} pixels wide, not a multiple of the model's \
-                 down-sampling factor {f}"
+                "the images are {side} pixels a side but the model's image_size is {} \
+                 (a multiple of its down-sampling factor {f})",
+                config.image_size
             )));
         }
         if settings.batch_size < 1 {

