@@ -1,18 +1,20 @@
-"""Writes the parity fixtures of the `dvae` crate.
+"""Write the parity fixtures of the `dvae` crate.
 
-OpenAI's `dall_e` package builds the encoder and decoder; its validators
+OpenAI's `dall_e` package builds the encoder and decoder. Its validators
 require at least 64 hidden channels and 512 codes, so they are switched off
-to keep the fixtures small (8 hidden channels, 32 codes, 2 blocks per group:
-every kind of block, identity and 1x1 shortcut, appears). The weights are the
-package's own initialisation with seeded, non-zero biases. Under
-dvae/tests/fixtures/:
+to keep the fixtures small: 8 hidden channels and 32 codes. Each group has 2
+blocks, so that both kinds of shortcut (identity and 1x1 convolution) appear.
+The weights are the package's own initialisation with seeded, non-zero
+biases. The script writes these files under dvae/tests/fixtures/:
 
 - encoder.pkl, decoder.pkl: the modules as `torch.save` writes them, the form
-  in which OpenAI publishes its weights;
-- encoder.safetensors, decoder.safetensors: their state dicts;
-- io.safetensors: a batch of images mapped to (eps, 1 - eps), the encoder's
-  logits for it, a soft code distribution and the decoder's output for it,
-  the one-hot codes of the logits' argmax and the decoder's output for them.
+  in which OpenAI publishes its weights.
+- encoder.safetensors, decoder.safetensors: their state dicts.
+- io.safetensors: a batch of images mapped to (eps, 1 - eps), with the
+  encoder's logits and their argmax codes. It also contains a soft code
+  distribution with the decoder's output for it, and the one-hot codes of the
+  argmax with the decoder's output for them.
+- config.json: the shape, with the field names of the crate's `Config`.
 
 Run from the repository root after `bash scripts/setup.sh`:
 

@@ -1,7 +1,7 @@
 //! Reading images into tensors and writing tensors as images.
 //!
-//! Tensors hold one image as `(channels, height, width)` in `f32`, with
-//! values in `[0, 1]`, and batches as `(batch, channels, height, width)`.
+//! A tensor contains one image as `(channels, height, width)` in `f32`, with
+//! values in `[0, 1]`, or a batch as `(batch, channels, height, width)`.
 
 use crate::checkpoint::write_atomic;
 use crate::{Error, Result};
@@ -11,18 +11,18 @@ use std::io::Cursor;
 use std::path::Path;
 use tch::{Kind, Tensor};
 
-/// The longest side [`read`] accepts, in pixels.
+/// Maximum side in pixels that [`read`] accepts.
 pub const MAX_SIDE: u32 = 16_384;
 
-/// The most memory an image decoder may allocate, in bytes.
+/// Maximum memory in bytes that an image decoder may allocate.
 pub const MAX_DECODE_BYTES: u64 = 1 << 30;
 
 /// Reads an image in any format the `image` crate decodes (PNG, JPEG, GIF,
 /// BMP, TIFF, WebP), whatever its pixel type (grayscale, RGBA, 16-bit,
 /// palette).
 ///
-/// Memory stays bounded: an image wider or taller than [`MAX_SIDE`], or one
-/// whose decoding would take more than [`MAX_DECODE_BYTES`], is an error.
+/// Memory stays bounded, because an image wider or taller than [`MAX_SIDE`],
+/// or one whose decoding would take more than [`MAX_DECODE_BYTES`], is an error.
 pub fn read(path: &Path) -> Result<DynamicImage> {
     let bad = |message: String| Error::format(path, "image", message);
     let mut reader = ImageReader::open(path)
@@ -42,8 +42,8 @@ pub fn read(path: &Path) -> Result<DynamicImage> {
         .map_err(|e| bad(e.to_string()))?;
     if width > MAX_SIDE || height > MAX_SIDE {
         return Err(bad(format!(
-            "the image is {width} x {height} pixels, larger than the {MAX_SIDE} pixels a side \
-             that this reader accepts: scale it down first"
+            "the image is {width} x {height} pixels, larger than the maximum of {MAX_SIDE} \
+             pixels a side: scale it down first"
         )));
     }
 
@@ -55,7 +55,7 @@ pub fn read(path: &Path) -> Result<DynamicImage> {
     let image = reader.decode().map_err(|e| bad(e.to_string()))?;
     if image.width() == 0 || image.height() == 0 {
         return Err(bad(format!(
-            "the image is {} x {} pixels: it has nothing to read",
+            "the image is {} x {} pixels, so it is empty",
             image.width(),
             image.height()
         )));
@@ -64,10 +64,11 @@ pub fn read(path: &Path) -> Result<DynamicImage> {
 }
 
 /// Crops the centre of `image` to the aspect ratio of `width x height`, then
-/// resizes it to exactly that with bicubic filtering: the result equals
-/// scaling the shorter side to fit and cropping the centre, up to filtering
-/// at the crop's edges. Cropping first keeps memory bounded for images of
-/// extreme aspect ratios.
+/// resizes it to exactly that with bicubic filtering.
+///
+/// The result equals scaling the shorter side to fit and cropping the centre,
+/// up to filtering at the crop's edges. Cropping first keeps memory bounded
+/// for images of extreme aspect ratios.
 pub fn resize_and_crop(image: &DynamicImage, width: u32, height: u32) -> DynamicImage {
     if image.width() == width && image.height() == height {
         return image.clone();
@@ -86,8 +87,8 @@ pub fn resize_and_crop(image: &DynamicImage, width: u32, height: u32) -> Dynamic
         .resize_exact(width, height, FilterType::CatmullRom)
 }
 
-/// Converts `image` to a tensor `(channels, height, width)` in `[0, 1]`:
-/// luminance for 1 channel, RGB for 3 (alpha is dropped).
+/// Converts `image` to a tensor `(channels, height, width)` in `[0, 1]`, with
+/// luminance for 1 channel and RGB for 3. Alpha is dropped.
 pub fn to_tensor(image: &DynamicImage, channels: i64) -> Result<Tensor> {
     let (w, h) = (i64::from(image.width()), i64::from(image.height()));
     let data = match channels {
@@ -95,7 +96,8 @@ pub fn to_tensor(image: &DynamicImage, channels: i64) -> Result<Tensor> {
         3 => image.to_rgb32f().into_raw(),
         _ => {
             return Err(Error::InvalidInput(format!(
-                "images convert to 1 (gray) or 3 (RGB) channels, not {channels}"
+                "invalid channel count {channels}: images convert to 1 (gray) or 3 (RGB) \
+                 channels"
             )))
         }
     };
@@ -111,7 +113,7 @@ pub fn from_tensor(tensor: &Tensor) -> Result<DynamicImage> {
     let size = tensor.size();
     if size.len() != 3 || !(size[0] == 1 || size[0] == 3) || size[1] < 1 || size[2] < 1 {
         return Err(Error::InvalidInput(format!(
-            "an image tensor has shape (1 or 3, height, width), got {size:?}"
+            "invalid image tensor shape {size:?}: expected (1 or 3, height, width)"
         )));
     }
     let (channels, h, w) = (size[0], size[1] as u32, size[2] as u32);
@@ -131,16 +133,16 @@ pub fn from_tensor(tensor: &Tensor) -> Result<DynamicImage> {
     } else {
         image::RgbImage::from_raw(w, h, data).map(DynamicImage::ImageRgb8)
     };
-    image.ok_or_else(|| Error::InvalidInput("image buffer of the wrong size".into()))
+    image.ok_or_else(|| Error::InvalidInput("internal error: wrong image buffer size".into()))
 }
 
 /// Writes a tensor `(channels, height, width)` as an image whose format
-/// follows the file extension (`.png`, `.jpg`, ...); the file appears whole
+/// follows the file extension (`.png`, `.jpg`, ...). The file appears whole
 /// or not at all.
 pub fn save(path: &Path, tensor: &Tensor) -> Result<()> {
     let format = ImageFormat::from_path(path).map_err(|_| {
         Error::InvalidInput(format!(
-            "{}: name the file with an image extension such as .png",
+            "{}: missing or unknown image extension (use one such as .png)",
             path.display()
         ))
     })?;
@@ -162,8 +164,9 @@ pub fn grid(batch: &Tensor, columns: i64, padding: i64) -> Result<Tensor> {
     let size = batch.size();
     if size.len() != 4 || size[0] < 1 || columns < 1 || padding < 0 {
         return Err(Error::InvalidInput(format!(
-            "a grid tiles (n, channels, height, width) with n >= 1 into columns >= 1, \
-             got {size:?} and {columns} columns"
+            "invalid grid input: got shape {size:?}, {columns} columns and padding \
+             {padding}, expected (n, channels, height, width) with n >= 1, columns >= 1 and \
+             padding >= 0"
         )));
     }
     let (n, c, h, w) = (size[0], size[1], size[2], size[3]);

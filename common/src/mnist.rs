@@ -5,7 +5,7 @@ use crate::{Error, Result};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-/// The side of an MNIST image, in pixels.
+/// Side of an MNIST image, in pixels.
 pub const SIDE: i64 = 28;
 
 /// A set of digits.
@@ -32,13 +32,13 @@ struct DigitFile {
     data: Vec<f32>,
 }
 
-/// Reads the package's 10,000 digits, about a thousand of each, and splits
-/// each digit's images in file order: the last `held_out` fraction (in
-/// `[0, 1)`) for evaluation, the rest for training.
+/// Reads the package's 10,000 digits, about a thousand of each, and returns
+/// `(train, eval)`. Each digit's images are split in file order: the last
+/// `held_out` fraction (in `[0, 1)`) for evaluation and the rest for training.
 pub fn load(held_out: f64) -> Result<(Digits, Digits)> {
     if !(0.0..1.0).contains(&held_out) {
         return Err(Error::InvalidInput(format!(
-            "the held-out fraction must be in [0, 1), got {held_out}"
+            "invalid held-out fraction {held_out}: it must be in [0, 1)"
         )));
     }
     let dir = MNIST_DIGITS.find()?;
@@ -54,7 +54,7 @@ pub fn load(held_out: f64) -> Result<(Digits, Digits)> {
                 &path,
                 "MNIST digits",
                 format!(
-                    "{} values is not a whole number of 28 x 28 images",
+                    "{} values do not make a whole number of 28 x 28 images",
                     file.data.len()
                 ),
             ));

@@ -7,31 +7,32 @@ use std::path::Path;
 /// The shape of OpenAI's dVAE encoder and decoder, with the field names of
 /// the `dall_e` package's `Encoder` and `Decoder` attributes.
 ///
-/// Group `g` (from 1) of the encoder has `n_hid * 2^(g-1)` channels and is
-/// followed by a 2x2 max-pool, except the last; the decoder mirrors it with
-/// nearest-neighbour up-sampling. An image of `H x W` pixels therefore gives
-/// a grid of `H / f x W / f` codes with `f = 2^(group_count - 1)`.
+/// Group `g` (from 1) of the encoder has `n_hid * 2^(g-1)` channels, and
+/// every group except the last is followed by a 2x2 max-pool. The decoder
+/// mirrors this with nearest-neighbour up-sampling. An image of `H x W` pixels
+/// therefore gives a grid of `H / f x W / f` codes with `f = 2^(group_count - 1)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
-    /// Groups of residual blocks; OpenAI's model has 4 (8x down-sampling).
+    /// Number of groups of residual blocks. OpenAI's model has 4 (8x
+    /// down-sampling).
     #[serde(default = "default_group_count")]
     pub group_count: i64,
-    /// Channels of the first group; each later group doubles them.
+    /// Channels of the first group. Each later group doubles them.
     pub n_hid: i64,
     /// Residual blocks in each group.
     pub n_blk_per_group: i64,
     /// Channels of the images the encoder reads.
     pub input_channels: i64,
-    /// Channels of the images the decoder writes (it outputs twice as many:
-    /// a location and a log-scale per channel).
+    /// Channels of the images the decoder writes. Its output has twice as
+    /// many, a location and a log-scale per channel.
     pub output_channels: i64,
     /// Codes in the vocabulary.
     pub vocab_size: i64,
     /// Channels of the decoder's 1x1 input convolution.
     pub n_init: i64,
-    /// The side of the square images the model was trained on, to which
-    /// other images are resized and cropped (not an attribute of `dall_e`'s
-    /// modules; OpenAI's model was trained at 256).
+    /// Side in pixels of the square images the model was trained on, to
+    /// which other images are resized and cropped. It is not an attribute of
+    /// `dall_e`'s modules, and OpenAI's model was trained at 256.
     #[serde(default = "default_image_size")]
     pub image_size: i64,
 }
@@ -44,14 +45,15 @@ fn default_group_count() -> i64 {
     4
 }
 
-/// The largest `image_size` accepted.
+/// Maximum `image_size` accepted, in pixels.
 const MAX_IMAGE_SIZE: i64 = 4096;
 
-/// The largest `group_count` accepted: 2^9 = 512x down-sampling.
+/// Maximum `group_count` accepted, which gives 2^9 = 512x down-sampling.
 const MAX_GROUPS: i64 = 10;
 
 impl Config {
-    /// The model of DALL-E: 256 x 256 RGB images to 32 x 32 codes out of 8192.
+    /// Returns the shape of DALL-E's dVAE: 256 x 256 RGB images to 32 x 32
+    /// codes out of 8192.
     pub fn openai() -> Self {
         Self {
             group_count: 4,
@@ -65,8 +67,8 @@ impl Config {
         }
     }
 
-    /// A small model for MNIST's 28 x 28 digits: 3 groups, so 7 x 7 codes
-    /// out of 512.
+    /// Returns a small shape for MNIST's 28 x 28 digits: 3 groups, so 7 x 7
+    /// codes out of 512.
     pub fn mnist() -> Self {
         Self {
             group_count: 3,
@@ -86,12 +88,12 @@ impl Config {
             "openai" => Ok(Self::openai()),
             "mnist" => Ok(Self::mnist()),
             _ => Err(Error::InvalidInput(format!(
-                "unknown dVAE preset {name:?}: choose openai or mnist"
+                "unknown dVAE preset {name:?}: use openai or mnist"
             ))),
         }
     }
 
-    /// Reads a `config.json`.
+    /// Reads and validates a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let config: Self = serde_json::from_str(&text)
@@ -102,8 +104,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks that the shape can be built, naming the first value that
-    /// cannot.
+    /// Checks that the shape can be built. The error names the first invalid
+    /// value.
     pub fn validate(&self) -> Result<()> {
         let bad = |message: String| Err(Error::InvalidInput(message));
         for (name, value) in [
@@ -141,30 +143,33 @@ impl Config {
         }
         if self.num_parameters() > MAX_PARAMETERS {
             return bad(format!(
-                "the shape has {} parameters, more than the {MAX_PARAMETERS} this crate builds",
+                "the shape has {} parameters, more than the maximum of {MAX_PARAMETERS}: \
+                 reduce n_hid, n_blk_per_group or vocab_size",
                 self.num_parameters()
             ));
         }
         Ok(())
     }
 
-    /// The factor from image side to code-grid side: `2^(group_count - 1)`.
+    /// Returns the factor from image side to code-grid side,
+    /// `2^(group_count - 1)`.
     pub fn downsample_factor(&self) -> i64 {
         1 << (self.group_count - 1).clamp(0, MAX_GROUPS)
     }
 
-    /// Channels of encoder group `g` (from 1).
+    /// Returns the channels of encoder group `group` (from 1).
     pub(crate) fn encoder_width(&self, group: i64) -> i64 {
         self.n_hid
             .saturating_mul(1 << (group - 1).clamp(0, MAX_GROUPS))
     }
 
-    /// Channels of decoder group `g` (from 1).
+    /// Returns the channels of decoder group `group` (from 1).
     pub(crate) fn decoder_width(&self, group: i64) -> i64 {
         self.encoder_width(self.group_count - group + 1)
     }
 
-    /// Parameters of the encoder, in closed form.
+    /// Returns the number of parameters of the encoder, computed in closed
+    /// form.
     pub fn encoder_parameters(&self) -> u64 {
         let mut total = conv(self.input_channels, self.n_hid, 7);
         for group in 1..=self.group_count {
@@ -190,7 +195,8 @@ impl Config {
         ))
     }
 
-    /// Parameters of the decoder, in closed form.
+    /// Returns the number of parameters of the decoder, computed in closed
+    /// form.
     pub fn decoder_parameters(&self) -> u64 {
         let mut total = conv(self.vocab_size, self.n_init, 1);
         for group in 1..=self.group_count {
@@ -212,18 +218,19 @@ impl Config {
         total.saturating_add(conv(self.n_hid, 2 * self.output_channels, 1))
     }
 
-    /// Parameters of the encoder and the decoder together.
+    /// Returns the number of parameters of the encoder and the decoder
+    /// together.
     pub fn num_parameters(&self) -> u64 {
         self.encoder_parameters()
             .saturating_add(self.decoder_parameters())
     }
 }
 
-/// Ten billion: far above any dVAE, and small enough to allocate nothing
-/// absurd from a mistyped config.
+/// Maximum number of parameters of a shape (ten billion). It is far above any
+/// dVAE and keeps a mistyped config from allocating an absurd amount of memory.
 const MAX_PARAMETERS: u64 = 10_000_000_000;
 
-/// Parameters of a `k x k` convolution with bias.
+/// Returns the number of parameters of a `k x k` convolution with bias.
 fn conv(n_in: i64, n_out: i64, k: i64) -> u64 {
     let (n_in, n_out, k) = (n_in.max(0) as u64, n_out.max(0) as u64, k as u64);
     n_out
@@ -232,8 +239,8 @@ fn conv(n_in: i64, n_out: i64, k: i64) -> u64 {
         .saturating_add(n_out)
 }
 
-/// Parameters of a block's shortcut: a 1x1 convolution where the width
-/// changes, the identity otherwise.
+/// Returns the number of parameters of a block's shortcut. The shortcut is a
+/// 1x1 convolution where the width changes and the identity (0) otherwise.
 fn shortcut(n_in: i64, n_out: i64) -> u64 {
     if n_in == n_out {
         0

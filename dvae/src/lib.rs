@@ -3,7 +3,7 @@
 //! likelihood, and training with the Gumbel-Softmax relaxation.
 //!
 //! The encoder turns a 256 x 256 image into a 32 x 32 grid of logits over
-//! 8192 codes; the decoder turns a grid of code distributions back into a
+//! 8192 codes. The decoder turns a grid of code distributions back into a
 //! location and a log-scale per pixel. Training maximises the evidence lower
 //! bound
 //!
@@ -14,7 +14,7 @@
 //! with `q` relaxed by Gumbel-Softmax and `p` the logit-Laplace density of
 //! the mapped pixels (see [`pixels`]).
 //!
-//! A model directory holds `config.json`, `encoder.safetensors` and
+//! A model directory contains `config.json`, `encoder.safetensors` and
 //! `decoder.safetensors`, with the tensor names of OpenAI's `encoder.pkl`
 //! and `decoder.pkl` (`blocks.group_1.block_1.res_path.conv_1.w`, ...).
 //!
@@ -64,7 +64,7 @@ pub struct Dvae {
 /// (averaged over the batch).
 #[derive(Debug)]
 pub struct Elbo {
-    /// `-ln p(x | z)`: the logit-Laplace negative log-likelihood of the
+    /// The logit-Laplace negative log-likelihood `-ln p(x | z)` of the
     /// mapped pixels, summed over pixels and channels.
     pub reconstruction: Tensor,
     /// `KL(q(z | x) || uniform)`, summed over the grid.
@@ -74,13 +74,13 @@ pub struct Elbo {
 }
 
 impl Elbo {
-    /// `reconstruction + beta * kl`: the loss to minimise.
+    /// Returns the loss to minimise, `reconstruction + beta * kl`.
     pub fn loss(&self, beta: f64) -> Tensor {
         &self.reconstruction + &self.kl * beta
     }
 }
 
-/// How the codes reach the decoder in [`Dvae::elbo`].
+/// Form of the codes that [`Dvae::elbo`] feeds to the decoder.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Codes {
     /// Gumbel-Softmax samples at this temperature.
@@ -107,7 +107,8 @@ impl Dvae {
     }
 }
 
-/// The negative ELBO of `pixels` and the most likely code at each position.
+/// Computes the negative ELBO of `pixels` and returns it with the most likely
+/// code at each position.
 fn elbo_of(
     encoder: &Encoder,
     decoder: &Decoder,
@@ -120,8 +121,8 @@ fn elbo_of(
     );
     if input != output {
         return Err(Error::InvalidInput(format!(
-            "the encoder reads {input} channels but the decoder writes {output}: the ELBO \
-             needs the same images on both sides"
+            "invalid model: the encoder reads {input} channels but the decoder writes \
+             {output}, and the ELBO needs the same channels on both sides"
         )));
     }
     let x = map_pixels(pixels);
@@ -171,7 +172,7 @@ pub fn load_decoder(dir: &Path, device: Device) -> Result<Decoder> {
     Ok(decoder)
 }
 
-/// Describes what a dVAE directory contains, for errors about missing files.
+/// Description of a dVAE directory, appended to errors about missing files.
 const DIRECTORY_HINT: &str = "a dVAE directory contains config.json, encoder.safetensors and \
      decoder.safetensors (cargo xtask train dvae writes them, and cargo xtask convert torch \
      converts OpenAI's pickles to them)";
@@ -194,8 +195,8 @@ fn load_file(vs: &mut VarStore, path: &Path) -> Result<()> {
         .map_err(|e| Error::format(path, "dVAE checkpoint", e.to_string()))
 }
 
-/// Refuses a checkpoint whose size differs from the configuration's before
-/// anything is allocated for it.
+/// Rejects a missing checkpoint, or one whose parameter count differs from the
+/// configuration's, before anything is allocated for it.
 fn check_size(path: &Path, expected: u64) -> Result<()> {
     if !path.is_file() {
         return Err(Error::InvalidInput(format!(
@@ -209,16 +210,16 @@ fn check_size(path: &Path, expected: u64) -> Result<()> {
             path,
             "dVAE checkpoint",
             format!(
-                "it holds {found} parameters but {CONFIG_FILE} describes {expected}: \
-                 the weights belong to another configuration"
+                "it contains {found} parameters but {CONFIG_FILE} describes {expected}, \
+                 so the weights belong to another configuration"
             ),
         ));
     }
     Ok(())
 }
 
-/// Writes a model directory from a variable store that holds a [`Dvae`] at
-/// its root: `config.json`, and each half under OpenAI's names.
+/// Writes a model directory from a variable store that contains a [`Dvae`]
+/// at its root: `config.json`, and each half under OpenAI's tensor names.
 pub fn save(vs: &VarStore, config: &Config, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for (prefix, file) in [("encoder.", ENCODER_FILE), ("decoder.", DECODER_FILE)] {
@@ -231,6 +232,6 @@ pub fn save(vs: &VarStore, config: &Config, dir: &Path) -> Result<()> {
         checkpoint::save(&dir.join(file), &tensors, None)?;
     }
     let json = serde_json::to_string_pretty(config)
-        .map_err(|e| Error::InvalidInput(format!("cannot write the config: {e}")))?;
+        .map_err(|e| Error::InvalidInput(format!("failed to serialize the dVAE config: {e}")))?;
     checkpoint::write_atomic(&dir.join(CONFIG_FILE), format!("{json}\n").as_bytes())
 }

@@ -15,8 +15,8 @@ struct Conv2d {
 }
 
 impl Conv2d {
-    /// A `kw x kw` convolution; the weights are drawn from N(0, 1 / fan-in)
-    /// and the bias starts at zero, as in `dall_e`.
+    /// Creates a `kw x kw` convolution with weights drawn from N(0, 1 / fan-in)
+    /// and a zero bias, as in `dall_e`.
     fn new(p: nn::Path, n_in: i64, n_out: i64, kw: i64) -> Self {
         let stdev = 1.0 / ((n_in * kw * kw) as f64).sqrt();
         Self {
@@ -36,21 +36,22 @@ impl Conv2d {
     }
 }
 
-/// A residual block: `shortcut(x) + post_gain * res_path(x)`, where
+/// A residual block that computes `shortcut(x) + post_gain * res_path(x)`.
+///
 /// `res_path` is four ReLU-convolution pairs through a quarter of the output
-/// width, and `post_gain = 1 / n_layers^2` keeps a deep stack near the
-/// identity at initialisation.
+/// width. `post_gain = 1 / n_layers^2` keeps a deep stack near the identity at
+/// initialisation.
 #[derive(Debug)]
 struct Block {
-    /// A 1x1 convolution where the width changes, the identity otherwise.
+    /// A 1x1 convolution where the width changes, or `None` for the identity.
     id_path: Option<Conv2d>,
     res_path: [Conv2d; 4],
     post_gain: f64,
 }
 
 impl Block {
-    /// `kernels` are the kernel sizes of the four convolutions: 3, 3, 3, 1 in
-    /// the encoder and 1, 3, 3, 3 in the decoder.
+    /// Creates a block whose four convolutions have the kernel sizes
+    /// `kernels`: 3, 3, 3, 1 in the encoder and 1, 3, 3, 3 in the decoder.
     fn new(p: nn::Path, n_in: i64, n_out: i64, n_layers: i64, kernels: [i64; 4]) -> Self {
         let hid = n_out / 4;
         let res = &p / "res_path";
@@ -85,8 +86,8 @@ impl Block {
     }
 }
 
-/// One group of blocks, followed by a resampling of 2 in each direction
-/// (max-pool in the encoder, nearest-neighbour in the decoder) or nothing.
+/// A group of blocks, followed by resampling by 2 in each direction (max-pool
+/// in the encoder, nearest-neighbour up-sampling in the decoder) or by nothing.
 #[derive(Debug)]
 struct Group {
     blocks: Vec<Block>,
@@ -175,8 +176,8 @@ fn check_batch(x: &Tensor, what: &str, channels: i64) -> Result<(i64, i64)> {
     Ok((size[2], size[3]))
 }
 
-/// The encoder: an image in `(eps, 1 - eps)` (see [`crate::map_pixels`]) to
-/// logits over the codes at each position of the grid.
+/// The dVAE encoder, which maps images in `(eps, 1 - eps)` (see
+/// [`crate::map_pixels`]) to logits over the codes at each grid position.
 #[derive(Debug)]
 pub struct Encoder {
     input: Conv2d,
@@ -220,7 +221,7 @@ impl Encoder {
         let f = self.config.downsample_factor();
         if h < f || w < f || h % f != 0 || w % f != 0 {
             return Err(Error::InvalidInput(format!(
-                "image sides must be positive multiples of {f}, got {h} x {w}"
+                "invalid image size {h} x {w}: both sides must be positive multiples of {f}"
             )));
         }
         let mut x = self.input.forward(&images.to_kind(self.input.w.kind()));
@@ -243,8 +244,8 @@ impl Encoder {
     }
 }
 
-/// The decoder: a distribution over codes at each grid position (one-hot or
-/// relaxed) to the parameters of the logit-Laplace likelihood of each pixel.
+/// The dVAE decoder, which maps a distribution over codes at each grid
+/// position (one-hot or relaxed) to the logit-Laplace parameters of each pixel.
 #[derive(Debug)]
 pub struct Decoder {
     input: Conv2d,
@@ -281,8 +282,9 @@ impl Decoder {
     }
 
     /// Returns `(batch, 2 * output_channels, h * f, w * f)` from code
-    /// distributions `(batch, vocab_size, h, w)`: the logit-Laplace location
-    /// of each channel, then its log-scale (see [`crate::reconstruct`]).
+    /// distributions `(batch, vocab_size, h, w)`. The first `output_channels`
+    /// channels are the logit-Laplace locations and the rest their log-scales
+    /// (see [`crate::reconstruct`]).
     pub fn forward(&self, codes: &Tensor) -> Result<Tensor> {
         check_batch(codes, "the decoder's input", self.config.vocab_size)?;
         let mut x = self.input.forward(&codes.to_kind(self.input.w.kind()));
@@ -305,7 +307,7 @@ impl Decoder {
     }
 }
 
-/// Turns code indices `(batch, h, w)` into one-hot distributions
+/// Converts code indices `(batch, h, w)` into one-hot distributions
 /// `(batch, vocab_size, h, w)` in `f32`, after checking that every index is
 /// in `[0, vocab_size)`.
 pub fn one_hot_codes(codes: &Tensor, vocab_size: i64) -> Result<Tensor> {

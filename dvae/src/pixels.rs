@@ -2,9 +2,9 @@
 //!
 //! A pixel value `x` in `[0, 1]` is mapped to `(1 - 2 eps) x + eps`, inside
 //! `(eps, 1 - eps)`, so that its logit is bounded. The decoder gives each
-//! pixel a location `mu` and a log-scale `ln b`; the pixel's density is the
+//! pixel a location `mu` and a log-scale `ln b`. The pixel's density is the
 //! logit-Laplace distribution (Ramesh et al., 2021, "Zero-Shot
-//! Text-to-Image Generation", section A.3): a Laplace distribution on
+//! Text-to-Image Generation", section A.3). It is a Laplace distribution on
 //! `logit(x)`, carried to `(0, 1)` by the change of variables `y = logit(x)`,
 //! whose derivative is `1 / (x (1 - x))`:
 //!
@@ -14,7 +14,8 @@
 
 use tch::Tensor;
 
-/// The margin of the pixel map.
+/// Margin `eps` of the pixel map, which keeps mapped pixels inside
+/// `(eps, 1 - eps)`.
 pub const LOGIT_LAPLACE_EPS: f64 = 0.1;
 
 /// Maps pixel values in `[0, 1]` into `(eps, 1 - eps)`.
@@ -22,7 +23,7 @@ pub fn map_pixels(x: &Tensor) -> Tensor {
     x * (1.0 - 2.0 * LOGIT_LAPLACE_EPS) + LOGIT_LAPLACE_EPS
 }
 
-/// The inverse of [`map_pixels`], clamped to `[0, 1]`.
+/// Inverts [`map_pixels`] and clamps the result to `[0, 1]`.
 pub fn unmap_pixels(x: &Tensor) -> Tensor {
     ((x - LOGIT_LAPLACE_EPS) / (1.0 - 2.0 * LOGIT_LAPLACE_EPS)).clamp(0.0, 1.0)
 }
@@ -47,8 +48,8 @@ pub fn split_stats(stats: &Tensor) -> (Tensor, Tensor) {
     )
 }
 
-/// The image the decoder's output stands for: `unmap(sigmoid(mu))`, in
-/// `[0, 1]`, `(batch, C, h, w)`.
+/// Returns the image that the decoder's output describes, `unmap(sigmoid(mu))`
+/// in `[0, 1]`, as `(batch, C, h, w)`.
 pub fn reconstruct(stats: &Tensor) -> Tensor {
     unmap_pixels(&split_stats(stats).0.sigmoid())
 }

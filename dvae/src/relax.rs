@@ -10,7 +10,8 @@
 
 use tch::{Kind, Tensor};
 
-/// Standard Gumbel noise `-ln(-ln u)` with `u` uniform, shaped like `like`.
+/// Draws standard Gumbel noise `-ln(-ln u)` with `u` uniform, shaped like
+/// `like`.
 pub fn gumbel_noise(like: &Tensor) -> Tensor {
     gumbel_from_uniform(&like.rand_like())
 }
@@ -24,8 +25,8 @@ pub fn gumbel_from_uniform(u: &Tensor) -> Tensor {
     -(-u.log()).clamp_min(tiny).log()
 }
 
-/// Relaxed samples of the categorical distributions with logits `logits`
-/// along `dim`, at temperature `tau`.
+/// Draws relaxed samples of the categorical distributions with logits
+/// `logits` along `dim`, at temperature `tau`.
 ///
 /// With `hard`, the forward value is the one-hot sample and the gradient is
 /// that of the relaxed sample (the straight-through estimator).
@@ -39,17 +40,17 @@ pub fn gumbel_softmax(logits: &Tensor, tau: f64, hard: bool, dim: i64) -> Tensor
     one_hot - soft.detach() + soft
 }
 
-/// The KL divergence from the code distribution `softmax(logits)` along
-/// `dim` to the uniform distribution over its `K` codes,
-/// `sum_k q_k (ln q_k + ln K)`, at each position (the `dim` is removed).
+/// Returns the KL divergence from the code distribution `softmax(logits)`
+/// along `dim` to the uniform distribution over its `K` codes,
+/// `sum_k q_k (ln q_k + ln K)`, at each position, with `dim` removed.
 pub fn kl_to_uniform(logits: &Tensor, dim: i64) -> Tensor {
     let codes = logits.size()[dim as usize] as f64;
     let log_q = logits.log_softmax(dim, Kind::Float);
     (log_q.exp() * (&log_q + codes.ln())).sum_dim_intlist(dim, false, Kind::Float)
 }
 
-/// A value moved from `start` to `end` over the first `steps` steps along a
-/// half cosine, then held at `end`.
+/// A value that moves from `start` to `end` over the first `steps` steps
+/// along a half cosine, then stays at `end`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {
     pub start: f64,
@@ -58,7 +59,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The value at step `step` (from 0).
+    /// Returns the value at step `step` (from 0).
     pub fn at(&self, step: u64) -> f64 {
         if step >= self.steps {
             return self.end;
@@ -69,8 +70,8 @@ impl Schedule {
     }
 }
 
-/// The temperature schedule: from 1 to 1/16, the range of the paper, over
-/// `steps` steps.
+/// Returns the temperature schedule from 1 to 1/16 over `steps` steps, the
+/// range that DALL-E used (Ramesh et al., 2021).
 pub fn temperature_schedule(steps: u64) -> Schedule {
     Schedule {
         start: 1.0,
@@ -79,7 +80,7 @@ pub fn temperature_schedule(steps: u64) -> Schedule {
     }
 }
 
-/// A warm-up of the KL weight from 0 to `beta` over `steps` steps.
+/// Returns a warm-up of the KL weight from 0 to `beta` over `steps` steps.
 pub fn kl_weight_schedule(beta: f64, steps: u64) -> Schedule {
     Schedule {
         start: 0.0,

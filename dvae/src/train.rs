@@ -1,10 +1,10 @@
 //! Training on images: the data, the task that [`common::train::train`]
 //! runs, and the held-out measurements (PSNR and code usage).
 //!
-//! Each step draws a batch, dequantizes its 8-bit pixel values with uniform
-//! noise (so that the continuous logit-Laplace density of discrete data
-//! stays bounded), relaxes the codes with Gumbel-Softmax at the scheduled
-//! temperature, and minimises `(reconstruction + beta * KL) / D`, the
+//! Each step draws a batch and dequantizes its 8-bit pixel values with
+//! uniform noise, so that the continuous logit-Laplace density of discrete
+//! data stays bounded. It then relaxes the codes with Gumbel-Softmax at the
+//! scheduled temperature and minimises `(reconstruction + beta * KL) / D`, the
 //! negative ELBO in nats per pixel value (`D = channels * height * width`).
 
 use crate::relax::{kl_weight_schedule, temperature_schedule, Schedule};
@@ -16,7 +16,7 @@ use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-/// Where training batches come from.
+/// Source of the training batches.
 #[derive(Debug)]
 pub enum Images {
     /// A fixed set `(n, channels, side, side)`, sampled with replacement.
@@ -26,7 +26,7 @@ pub enum Images {
 }
 
 impl Images {
-    /// The channels and side of the images it yields.
+    /// Returns the channels and side of the images in each batch.
     fn shape(&self) -> (i64, i64) {
         match self {
             Images::Set(t) => {
@@ -60,9 +60,9 @@ impl Images {
     }
 }
 
-/// MNIST's digits, 28 x 28 (a multiple of 4, so 3 groups give 7 x 7
-/// codes): the training and held-out sets, `(n, 1, 28, 28)`, with the last
-/// 10% of each digit held out.
+/// Loads MNIST's 28 x 28 digits as training and held-out sets `(n, 1, 28, 28)`,
+/// with the last 10% of each digit held out. 28 is a multiple of 4, so 3
+/// groups give 7 x 7 codes.
 pub fn mnist() -> Result<(Images, Tensor)> {
     let (train, eval) = common::mnist::load(0.1)?;
     Ok((
@@ -71,12 +71,12 @@ pub fn mnist() -> Result<(Images, Tensor)> {
     ))
 }
 
-/// The photographs held out of training.
+/// Names of the photographs held out of training.
 pub const HELD_OUT_PHOTOGRAPHS: &[&str] = &["chelsea.png", "coffee.png"];
 
-/// Crops of scikit-image's photographs in RGB: random `side x side` crops
-/// of all but [`HELD_OUT_PHOTOGRAPHS`] for training, and a fixed grid of
-/// crops of those for evaluation.
+/// Loads scikit-image's photographs in RGB as `side x side` crops. Training
+/// takes random crops of all but [`HELD_OUT_PHOTOGRAPHS`], and evaluation a
+/// fixed grid of crops of those. Photographs smaller than `side` are skipped.
 pub fn photographs(side: i64) -> Result<(Images, Tensor)> {
     let dir = common::paths::PHOTOGRAPHS.find()?;
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -105,7 +105,9 @@ pub fn photographs(side: i64) -> Result<(Images, Tensor)> {
     }
     if train.is_empty() || eval.is_empty() {
         return Err(Error::InvalidInput(format!(
-            "no photographs of at least {side} x {side} pixels in {}",
+            "not enough photographs of at least {side} x {side} pixels in {}: training \
+             needs one and evaluation needs one of {HELD_OUT_PHOTOGRAPHS:?}, so use a \
+             smaller crop side",
             dir.display()
         )));
     }
@@ -124,14 +126,14 @@ pub struct Settings {
     pub batch_size: i64,
     /// The KL weight after its warm-up.
     pub beta: f64,
-    /// Steps of the KL weight's warm-up from 0.
+    /// Number of steps over which the KL weight rises from 0 to `beta`.
     pub beta_warmup_steps: u64,
-    /// Steps over which the temperature falls from 1 to 1/16.
+    /// Number of steps over which the temperature falls from 1 to 1/16.
     pub temperature_steps: u64,
-    /// Feed the decoder one-hot samples with straight-through gradients
-    /// instead of relaxed ones.
+    /// If true, the decoder gets one-hot samples with straight-through
+    /// gradients instead of relaxed ones.
     pub straight_through: bool,
-    /// Seeds the batches.
+    /// Seed of the batch sampling.
     pub seed: u64,
 }
 
@@ -147,10 +149,10 @@ pub struct Metrics {
     /// codes, `10 log10(1 / MSE)` for pixels in `[0, 1]`, averaged over
     /// images, in dB.
     pub psnr: f64,
-    /// `exp(entropy)` of the frequencies of the most likely codes: the
-    /// number of equally used codes with the same spread.
+    /// `exp(entropy)` of the frequencies of the most likely codes, which is
+    /// the number of equally used codes with the same spread.
     pub perplexity: f64,
-    /// Codes chosen at least once.
+    /// Number of codes chosen at least once.
     pub codes_used: i64,
 }
 
@@ -175,9 +177,10 @@ pub fn evaluate(
     let _guard = tch::no_grad_guard();
     let n = images.size()[0];
     if n == 0 || batch_size < 1 {
-        return Err(Error::InvalidInput(
-            "evaluation needs at least one image and a batch size of at least 1".into(),
-        ));
+        return Err(Error::InvalidInput(format!(
+            "invalid evaluation input: got {n} images and batch size {batch_size}, but \
+             evaluation needs at least one image and a batch size of at least 1"
+        )));
     }
     let vocab = encoder.config().vocab_size;
     let mut counts = Tensor::zeros([vocab], (Kind::Int64, images.device()));
@@ -208,18 +211,18 @@ pub fn evaluate(
     })
 }
 
-/// 8-bit pixel values moved to the middle of their quantization bins, the
+/// Moves 8-bit pixel values to the middle of their quantization bins, the
 /// deterministic counterpart of the training noise.
 fn midpoints(pixels: &Tensor) -> Tensor {
     ((pixels * 255.0).round() + 0.5) / 256.0
 }
 
-/// Pixel values dequantized with uniform noise over their 8-bit bins.
+/// Dequantizes 8-bit pixel values with uniform noise over their bins.
 fn dequantize(pixels: &Tensor) -> Tensor {
     ((pixels * 255.0).round() + pixels.rand_like()) / 256.0
 }
 
-/// Trains a [`Dvae`] on images.
+/// Training task of a [`Dvae`] on images, run by [`common::train::train`].
 pub struct DvaeTask {
     model: Dvae,
     config: Config,
@@ -232,33 +235,35 @@ pub struct DvaeTask {
 }
 
 impl DvaeTask {
-    /// Checks that the images fit the model and the settings make sense.
+    /// Creates the task after checking that the images fit the model and that
+    /// the settings are valid.
     pub fn new(model: Dvae, train: Images, eval: Tensor, settings: Settings) -> Result<Self> {
         let config = model.encoder.config().clone();
         let (channels, side) = train.shape();
         let f = config.downsample_factor();
         if channels != config.input_channels || channels != config.output_channels {
             return Err(Error::InvalidInput(format!(
-                "the images have {channels} channels but the model reads {} and writes {}",
+                "invalid training images: they have {channels} channels but the model \
+                 reads {} and writes {}",
                 config.input_channels, config.output_channels
             )));
         }
         if side != config.image_size || side % f != 0 {
             return Err(Error::InvalidInput(format!(
-                "the images are {side} pixels a side but the model's image_size is {} \
-                 (a multiple of its down-sampling factor {f})",
+                "invalid training images: they are {side} pixels a side but the model's \
+                 image_size is {} (a multiple of its down-sampling factor {f})",
                 config.image_size
             )));
         }
         if settings.batch_size < 1 {
             return Err(Error::InvalidInput(format!(
-                "the batch size must be at least 1, got {}",
+                "invalid batch size {}: it must be at least 1",
                 settings.batch_size
             )));
         }
         if !(settings.beta >= 0.0 && settings.beta.is_finite()) {
             return Err(Error::InvalidInput(format!(
-                "the KL weight beta must be 0 or more, got {}",
+                "invalid KL weight beta {}: it must be finite and 0 or more",
                 settings.beta
             )));
         }
@@ -274,7 +279,8 @@ impl DvaeTask {
         })
     }
 
-    /// The measurements of the last evaluation.
+    /// Returns the measurements of the last evaluation, or `None` before the
+    /// first.
     pub fn last_metrics(&self) -> Option<&Metrics> {
         self.last.as_ref()
     }
@@ -299,8 +305,8 @@ impl Task for DvaeTask {
         Ok(elbo.loss(self.beta.at(step)) / dims)
     }
 
-    /// The negative ELBO (KL weight 1) at the most likely codes, in nats per
-    /// pixel value.
+    /// Evaluates the held-out images and returns the negative ELBO (KL weight
+    /// 1) at the most likely codes, in nats per pixel value.
     fn eval_loss(&mut self) -> Result<f64> {
         let metrics = evaluate(
             &self.model.encoder,

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
 
 #[test]
-fn pixel_map_round_trips_and_stays_inside_the_margin() {
+fn pixel_map_round_trips_within_margin() {
     let x = Tensor::linspace(0.0, 1.0, 1001, F64);
     let mapped = map_pixels(&x);
     assert!((mapped.min().double_value(&[]) - LOGIT_LAPLACE_EPS).abs() < 1e-12);
@@ -25,7 +25,7 @@ fn pixel_map_round_trips_and_stays_inside_the_margin() {
 }
 
 #[test]
-fn log_density_matches_the_formula_at_a_point() {
+fn log_density_matches_formula_at_point() {
     let (x, mu, b) = (0.3f64, 0.4f64, 0.7f64);
     let logit = (x / (1.0 - x)).ln();
     let expected = -(logit - mu).abs() / b - (2.0 * b * x * (1.0 - x)).ln();
@@ -35,8 +35,8 @@ fn log_density_matches_the_formula_at_a_point() {
 }
 
 #[test]
-fn density_integrates_to_one_over_the_unit_interval() {
-    // The trapezoid rule on a fine grid; the density vanishes at both ends
+fn density_integrates_to_one() {
+    // The trapezoid rule on a fine grid. The density vanishes at both ends
     // when b < 1 and stays finite when b = 1.
     let n = 2_000_001;
     let x = Tensor::linspace(0.0, 1.0, n, F64).narrow(0, 1, n - 2);
@@ -54,7 +54,7 @@ fn density_integrates_to_one_over_the_unit_interval() {
 }
 
 #[test]
-fn gumbel_noise_is_finite_even_at_the_ends_of_the_unit_interval() {
+fn gumbel_noise_is_finite_at_interval_ends() {
     let ends = gumbel_from_uniform(&Tensor::from_slice(&[0.0f32, 1.0, 0.5]));
     let values = Vec::<f32>::try_from(&ends).unwrap();
     assert!(values.iter().all(|v| v.is_finite()), "{values:?}");
@@ -73,7 +73,7 @@ fn gumbel_noise_is_finite_even_at_the_ends_of_the_unit_interval() {
 }
 
 #[test]
-fn samples_approach_one_hot_argmax_as_the_temperature_falls() {
+fn gumbel_softmax_approaches_argmax_as_tau_falls() {
     let logits = Tensor::from_slice(&[1.0f32, 0.5, -0.3, 2.0, 0.0, -1.0, 0.7, 0.2])
         .view([1, 8])
         .repeat([2000, 1]);
@@ -95,7 +95,7 @@ fn samples_approach_one_hot_argmax_as_the_temperature_falls() {
 }
 
 #[test]
-fn hard_samples_are_one_hot_and_follow_the_softmax() {
+fn hard_samples_are_one_hot_softmax_draws() {
     tch::manual_seed(3);
     let probs = [0.5f64, 0.3, 0.15, 0.05];
     let logits = Tensor::from_slice(&probs)
@@ -114,7 +114,7 @@ fn hard_samples_are_one_hot_and_follow_the_softmax() {
 }
 
 #[test]
-fn gradients_flow_through_relaxed_and_straight_through_samples() {
+fn relaxed_and_straight_through_gradients_flow() {
     for hard in [false, true] {
         tch::manual_seed(11);
         let logits = Tensor::randn([16, 32], (Kind::Float, Device::Cpu)).set_requires_grad(true);
@@ -131,7 +131,7 @@ fn gradients_flow_through_relaxed_and_straight_through_samples() {
 }
 
 #[test]
-fn kl_to_uniform_is_zero_for_uniform_codes_and_ln_k_for_certain_ones() {
+fn kl_to_uniform_at_uniform_and_certain_codes() {
     let k = 64;
     let uniform = Tensor::zeros([3, k, 2, 2], (Kind::Float, Device::Cpu));
     assert!(kl_to_uniform(&uniform, 1).abs().max().double_value(&[]) < 1e-6);
@@ -146,7 +146,7 @@ fn kl_to_uniform_is_zero_for_uniform_codes_and_ln_k_for_certain_ones() {
 }
 
 #[test]
-fn temperature_falls_from_one_to_a_sixteenth_then_holds() {
+fn temperature_schedule_falls_to_one_sixteenth() {
     let schedule = temperature_schedule(1000);
     assert_eq!(schedule.at(0), 1.0);
     assert!((schedule.at(500) - (1.0 + 1.0 / 16.0) / 2.0).abs() < 1e-12);

@@ -32,7 +32,7 @@ fn encoder_logits_match_dall_e() {
 }
 
 #[test]
-fn decoder_output_matches_dall_e_for_soft_and_one_hot_codes() {
+fn decoder_output_matches_dall_e() {
     let decoder = dvae::load_decoder(&fixtures(), Device::Cpu).unwrap();
     let io = io();
     for (input, output) in [
@@ -48,7 +48,7 @@ fn decoder_output_matches_dall_e_for_soft_and_one_hot_codes() {
 }
 
 #[test]
-fn decoding_codes_gives_the_reconstruction_of_the_reference_output() {
+fn decode_codes_matches_reference_reconstruction() {
     let decoder = dvae::load_decoder(&fixtures(), Device::Cpu).unwrap();
     let io = io();
     let image = tch::no_grad(|| decoder.decode_codes(&io["codes"])).unwrap();
@@ -58,7 +58,7 @@ fn decoding_codes_gives_the_reconstruction_of_the_reference_output() {
 }
 
 #[test]
-fn variable_names_and_count_match_the_checkpoints() {
+fn variable_names_and_count_match_checkpoints() {
     let config = Config::from_file(&fixtures().join("config.json")).unwrap();
     for (file, encoder) in [
         ("encoder.safetensors", true),
@@ -80,4 +80,13 @@ fn variable_names_and_count_match_the_checkpoints() {
         let count: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
         assert_eq!(count as u64, expected, "{file}");
     }
+}
+
+#[test]
+fn openai_preset_counts_match_dall_e() {
+    // Counted from `dall_e` 0.1's default `Encoder()` and `Decoder()`.
+    let config = Config::openai();
+    assert_eq!(config.encoder_parameters(), 53_786_240);
+    assert_eq!(config.decoder_parameters(), 43_829_766);
+    assert_eq!(config.image_size / config.downsample_factor(), 32);
 }

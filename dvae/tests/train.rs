@@ -8,7 +8,7 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 #[test]
-fn training_on_digits_lowers_the_held_out_loss() {
+fn training_on_digits_lowers_held_out_loss() {
     tch::set_num_threads(1);
     let (images, eval) = dvae::train::mnist().unwrap();
     // Every fifth held-out digit: all ten classes, 200 images.

@@ -69,6 +69,25 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Milliseconds per forward pass of DALL-E's dVAE encoder and decoder
+    /// (OpenAI's configuration, random weights) on 256 x 256 images on the
+    /// CPU in f32, beside OpenAI's `dall_e` package with the same weights
+    /// and inputs.
+    Dvae {
+        /// Intra-op threads for both implementations (default: all cores).
+        #[arg(long, allow_negative_numbers = true)]
+        threads: Option<i32>,
+        /// Timed runs per pass and implementation, after 1 warm-up run; the
+        /// median is reported.
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
+        runs: usize,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        batch: i64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: Bench) -> Result<ExitCode> {
@@ -92,6 +111,12 @@ pub fn run(command: Bench) -> Result<ExitCode> {
             runs,
             json,
         } => bench_decode_gpt(threads, new_tokens, runs, json),
+        Bench::Dvae {
+            threads,
+            runs,
+            batch,
+            json,
+        } => bench_dvae(threads, runs, batch, json),
     }
 }
 
@@ -702,6 +727,282 @@ fn bench_decode_gpt(
     Ok(ExitCode::SUCCESS)
 }
 
+// The dVAE benchmark's fixed settings. reference/bench_dvae.py takes the
+// shapes from the files that the Rust side writes.
+const DVAE_IMAGE_SIZE: i64 = 256;
+const DVAE_WARMUP_RUNS: usize = 1;
+const DVAE_MAX_BATCH: i64 = 64;
+/// An estimate of the memory of either side apart from the images: the
+/// weights (97.6 million f32 values) and the libraries.
+const DVAE_BASE_BYTES: f64 = (1u64 << 30) as f64;
+/// An estimate of the peak memory per image of either side: the activations
+/// of the larger pass, the one-hot codes, the logits, and the Rust side's
+/// outputs, which it keeps while the reference runs.
+// NOTE: the activations were measured as the growth in peak resident memory
+// of `dall_e`'s passes from batch 1 to batch 2 (about 300 MiB, torch 2.13,
+// 2 threads), and the rest is counted from the shapes. Other libtorch
+// versions or thread counts may pick convolution algorithms with other
+// workspaces.
+const DVAE_BYTES_PER_IMAGE: f64 = (512u64 << 20) as f64;
+/// The largest difference between the two sides' encoder logits or decoder
+/// outputs that still counts as agreement. Both sides call the same libtorch
+/// convolutions, and the values are of order 1.
+const DVAE_TOLERANCE: f64 = 1e-3;
+
+/// Rejects a batch whose forward passes cannot fit in memory, before
+/// libtorch's allocations fail.
+fn check_dvae_memory(batch: i64) -> Result<()> {
+    let needed = DVAE_BASE_BYTES + batch as f64 * DVAE_BYTES_PER_IMAGE;
+    let gib = |bytes: f64| bytes / f64::from(1u32 << 30);
+    if let Some(total) = total_memory_bytes() {
+        anyhow::ensure!(
+            needed <= total as f64,
+            "--batch {batch} is too large: its forward passes need about {:.1} GiB, \
+             more than the {:.1} GiB of memory of this machine; use a smaller --batch",
+            gib(needed),
+            gib(total as f64)
+        );
+    }
+    Ok(())
+}
+
+/// Writes every variable of `vs` to the safetensors file `path`, under its
+/// name in `vs`.
+fn save_variables(vs: &VarStore, path: &Path) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    common::checkpoint::save(path, &tensors, None)?;
+    Ok(())
+}
+
+/// Calls `forward` untimed [`DVAE_WARMUP_RUNS`] times, then `runs` timed
+/// times, and returns the median milliseconds and the last output.
+fn time_forward(
+    forward: impl Fn() -> common::Result<Tensor>,
+    runs: usize,
+) -> Result<(f64, Tensor)> {
+    for _ in 0..DVAE_WARMUP_RUNS {
+        let _ = forward()?;
+    }
+    let mut milliseconds = Vec::with_capacity(runs);
+    let mut output = None;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let out = forward()?;
+        milliseconds.push(start.elapsed().as_secs_f64() * 1e3);
+        output = Some(out);
+    }
+    let output = output.context("--runs 0 is invalid: use 1 or more")?;
+    Ok((median(milliseconds), output))
+}
+
+/// The differences between the outputs of the two sides.
+struct DvaeAgreement {
+    /// Grid positions where both encoders chose the same code.
+    codes_identical: i64,
+    codes_total: i64,
+    /// The largest difference between the Rust encoder's maximum logit and
+    /// its logit at the code that the reference chose, 0 where all codes
+    /// are identical. It is small where the codes differ only at near ties.
+    largest_code_gap: f64,
+    /// The largest difference between the encoders' logits of the first
+    /// image.
+    largest_logit_difference: f64,
+    /// The largest difference between the decoders' outputs.
+    largest_output_difference: f64,
+}
+
+impl DvaeAgreement {
+    /// Returns whether every difference is within [`DVAE_TOLERANCE`], and
+    /// false where any is NaN.
+    fn agrees(&self) -> bool {
+        [
+            self.largest_code_gap,
+            self.largest_logit_difference,
+            self.largest_output_difference,
+        ]
+        .iter()
+        .all(|&d| d <= DVAE_TOLERANCE)
+    }
+}
+
+fn largest_difference(a: &Tensor, b: &Tensor) -> Result<f64> {
+    Ok(a.f_sub(b)?.f_abs()?.f_max()?.f_double_value(&[])?)
+}
+
+/// Compares the Rust encoder's `logits` and decoder's `stats` with the
+/// reference's outputs in the safetensors file `path` (`codes`, the
+/// `logits` of the first image and `stats`).
+fn compare_dvae_outputs(logits: &Tensor, stats: &Tensor, path: &Path) -> Result<DvaeAgreement> {
+    let reference = common::checkpoint::read(path)?;
+    let get = |name: &str| {
+        reference
+            .get(name)
+            .with_context(|| format!("{} has no tensor {name:?}", path.display()))
+    };
+    let codes = logits.f_argmax(1, false)?;
+    let first_logits = logits.f_narrow(0, 0, 1)?;
+    let (py_codes, py_logits, py_stats) = (get("codes")?, get("logits")?, get("stats")?);
+    for (name, rust, python) in [
+        ("codes", &codes, py_codes),
+        ("logits", &first_logits, py_logits),
+        ("stats", stats, py_stats),
+    ] {
+        anyhow::ensure!(
+            rust.size() == python.size(),
+            "reference/bench_dvae.py returned {name} of shape {:?}, expected {:?}",
+            python.size(),
+            rust.size()
+        );
+    }
+    let py_codes = py_codes.f_to_kind(Kind::Int64)?;
+    let codes_identical = codes.f_eq_tensor(&py_codes)?.f_sum(Kind::Int64)?;
+    let best = logits.f_amax([1], false)?;
+    let at_reference = logits.f_gather(1, &py_codes.f_unsqueeze(1)?, false)?;
+    Ok(DvaeAgreement {
+        codes_identical: codes_identical.f_int64_value(&[])?,
+        codes_total: codes.numel() as i64,
+        largest_code_gap: largest_difference(&best, &at_reference.f_squeeze_dim(1)?)?,
+        largest_logit_difference: largest_difference(&first_logits, py_logits)?,
+        largest_output_difference: largest_difference(stats, py_stats)?,
+    })
+}
+
+fn bench_dvae(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> Result<ExitCode> {
+    anyhow::ensure!(runs > 0, "--runs {runs} is invalid: use 1 or more");
+    anyhow::ensure!(
+        (1..=DVAE_MAX_BATCH).contains(&batch),
+        "--batch {batch} is invalid: use 1 to {DVAE_MAX_BATCH}"
+    );
+    let threads = resolve_threads(threads)?;
+    check_dvae_memory(batch)?;
+    tch::set_num_threads(threads);
+    let config = dvae::Config::openai();
+    let dir = TempDir::new("bench-dvae")?;
+
+    // Random weights, drawn as `dall_e` draws them. The reference loads the
+    // same weights and inputs from `dir`.
+    tch::manual_seed(0);
+    let encoder_vs = VarStore::new(Device::Cpu);
+    let encoder = dvae::Encoder::new(&encoder_vs.root(), &config)?;
+    let decoder_vs = VarStore::new(Device::Cpu);
+    let decoder = dvae::Decoder::new(&decoder_vs.root(), &config)?;
+    save_variables(&encoder_vs, &dir.0.join(dvae::ENCODER_FILE))?;
+    save_variables(&decoder_vs, &dir.0.join(dvae::DECODER_FILE))?;
+    let side = DVAE_IMAGE_SIZE;
+    let grid = side / config.downsample_factor();
+    let pixels = Tensor::f_rand(
+        [batch, config.input_channels, side, side],
+        (Kind::Float, Device::Cpu),
+    )?;
+    let images = dvae::map_pixels(&pixels);
+    let codes = Tensor::f_randint(
+        config.vocab_size,
+        [batch, grid, grid],
+        (Kind::Int64, Device::Cpu),
+    )?;
+    let inputs_file = dir.0.join("inputs.safetensors");
+    Tensor::write_safetensors(&[("images", &images), ("codes", &codes)], &inputs_file)?;
+    let one_hot = dvae::one_hot_codes(&codes, config.vocab_size)?;
+
+    let (rust_encoder_ms, logits) =
+        tch::no_grad(|| time_forward(|| encoder.forward(&images), runs))?;
+    let (rust_decoder_ms, stats) =
+        tch::no_grad(|| time_forward(|| decoder.forward(&one_hot), runs))?;
+    drop((encoder, decoder, encoder_vs, decoder_vs, one_hot));
+
+    let outputs_file = dir.0.join("outputs.safetensors");
+    let reference = run_reference(
+        "bench_dvae.py",
+        &[
+            "--threads".into(),
+            threads.to_string(),
+            "--model-dir".into(),
+            dir.0.display().to_string(),
+            "--inputs".into(),
+            inputs_file.display().to_string(),
+            "--outputs".into(),
+            outputs_file.display().to_string(),
+            "--runs".into(),
+            runs.to_string(),
+            "--warmup".into(),
+            DVAE_WARMUP_RUNS.to_string(),
+        ],
+    )?;
+    let agreement = compare_dvae_outputs(&logits, &stats, &outputs_file)?;
+    anyhow::ensure!(
+        agreement.agrees(),
+        "the Rust and dall_e outputs differ by more than {DVAE_TOLERANCE:e}: \
+         {} of {} encoder codes identical (largest logit gap at a differing code \
+         {:.2e}), largest logit difference {:.2e}, largest decoder output difference \
+         {:.2e}",
+        agreement.codes_identical,
+        agreement.codes_total,
+        agreement.largest_code_gap,
+        agreement.largest_logit_difference,
+        agreement.largest_output_difference
+    );
+
+    let number = |key: &str| reference[key].as_f64().unwrap_or(f64::NAN);
+    let (py_encoder_ms, py_decoder_ms) = (number("encoder_ms"), number("decoder_ms"));
+    let images_per_second = |ms: f64| batch as f64 / ms * 1e3;
+    let encoder_ratio = py_encoder_ms / rust_encoder_ms;
+    let decoder_ratio = py_decoder_ms / rust_decoder_ms;
+
+    if json {
+        let record = serde_json::json!({
+            "model": "DALL-E dVAE, OpenAI configuration, random weights",
+            "image_size": side, "batch_size": batch, "dtype": "f32", "device": "cpu",
+            "threads": threads, "runs": runs, "warmup_runs": DVAE_WARMUP_RUNS,
+            "rust": {
+                "encoder_ms": rust_encoder_ms, "decoder_ms": rust_decoder_ms,
+                "encoder_images_per_second": images_per_second(rust_encoder_ms),
+                "decoder_images_per_second": images_per_second(rust_decoder_ms),
+            },
+            "reference": reference,
+            "encoder_ratio": encoder_ratio, "decoder_ratio": decoder_ratio,
+            "tolerance": DVAE_TOLERANCE,
+            "codes_identical": agreement.codes_identical,
+            "codes_total": agreement.codes_total,
+            "largest_code_gap": agreement.largest_code_gap,
+            "largest_logit_difference": agreement.largest_logit_difference,
+            "largest_output_difference": agreement.largest_output_difference,
+        });
+        println!("{record}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "DALL-E dVAE (OpenAI configuration, random weights), {side} x {side}, batch {batch}, \
+         f32, CPU, {threads} threads, median of {runs} after {DVAE_WARMUP_RUNS} warm-up run"
+    );
+    println!("| pass    | Rust (ms) | dall_e (ms) | Rust (images/s) | dall_e (images/s) | ratio |");
+    println!("|---------|-----------|-------------|-----------------|-------------------|-------|");
+    for (pass, rust_ms, py_ms, ratio) in [
+        ("encoder", rust_encoder_ms, py_encoder_ms, encoder_ratio),
+        ("decoder", rust_decoder_ms, py_decoder_ms, decoder_ratio),
+    ] {
+        println!(
+            "| {pass} | {rust_ms:>9.1} | {py_ms:>11.1} | {:>15.2} | {:>17.2} | {ratio:>5.2} |",
+            images_per_second(rust_ms),
+            images_per_second(py_ms)
+        );
+    }
+    println!("ratio: Rust speed / PyTorch speed; above 1, Rust is faster");
+    println!(
+        "outputs agree within {DVAE_TOLERANCE:e}: {} of {} encoder codes identical, \
+         largest logit difference {:.2e}, largest decoder output difference {:.2e}",
+        agreement.codes_identical,
+        agreement.codes_total,
+        agreement.largest_logit_difference,
+        agreement.largest_output_difference
+    );
+    println!(
+        "reference: {}",
+        reference["implementation"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,6 +1054,138 @@ mod tests {
         assert!(err.contains("--runs 0 is invalid"), "{err}");
         let err = message(bench_decode_gpt(Some(0), 64, 3, false));
         assert!(err.contains("--threads 0 is invalid"), "{err}");
+    }
+
+    #[test]
+    fn dvae_rejects_bad_values() {
+        let err = message(bench_dvae(None, 0, 1, false));
+        assert!(err.contains("--runs 0 is invalid"), "{err}");
+        for batch in [0, -3, DVAE_MAX_BATCH + 1] {
+            let err = message(bench_dvae(None, 1, batch, false));
+            assert!(
+                err.contains(&format!("--batch {batch} is invalid")),
+                "{err}"
+            );
+        }
+        let err = message(bench_dvae(Some(0), 1, 1, false));
+        assert!(err.contains("--threads 0 is invalid"), "{err}");
+        let err = message(bench_dvae(Some(-2), 1, 1, false));
+        assert!(err.contains("--threads -2 is invalid"), "{err}");
+    }
+
+    #[test]
+    fn dvae_memory_check_bounds_batch() {
+        let Some(total) = total_memory_bytes() else {
+            return;
+        };
+        let fits =
+            |batch: i64| DVAE_BASE_BYTES + batch as f64 * DVAE_BYTES_PER_IMAGE <= total as f64;
+        for batch in [1, DVAE_MAX_BATCH] {
+            let result = check_dvae_memory(batch);
+            if fits(batch) {
+                assert!(result.is_ok(), "batch {batch}");
+            } else {
+                let err = result.unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("--batch {batch} is too large")),
+                    "{err}"
+                );
+            }
+        }
+    }
+
+    /// Logits `(1, 3, 1, 2)` whose argmax is code 0 at the first position
+    /// (ahead of code 1 by 1e-4 and of code 2 by 0.4) and code 2 at the
+    /// second, and decoder output `(1, 2, 2, 2)`.
+    fn small_outputs() -> (Tensor, Tensor) {
+        let logits =
+            Tensor::from_slice(&[0.5f32, -1.0, 0.4999, 0.2, 0.1, 3.0]).reshape([1, 3, 1, 2]);
+        let stats = Tensor::arange(8, (Kind::Float, Device::Cpu)).reshape([1, 2, 2, 2]);
+        (logits, stats)
+    }
+
+    fn write_outputs(dir: &Path, codes: &[i64], logits: &Tensor, stats: &Tensor) -> PathBuf {
+        let path = dir.join("outputs.safetensors");
+        let codes = Tensor::from_slice(codes).reshape([1, 1, 2]);
+        let tensors = [("codes", &codes), ("logits", logits), ("stats", stats)];
+        Tensor::write_safetensors(&tensors, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn dvae_comparison_accepts_equal_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logits, stats) = small_outputs();
+        let path = write_outputs(dir.path(), &[0, 2], &logits, &stats);
+        let agreement = compare_dvae_outputs(&logits, &stats, &path).unwrap();
+        assert_eq!(agreement.codes_identical, 2);
+        assert_eq!(agreement.codes_total, 2);
+        assert_eq!(agreement.largest_code_gap, 0.0);
+        assert_eq!(agreement.largest_logit_difference, 0.0);
+        assert_eq!(agreement.largest_output_difference, 0.0);
+        assert!(agreement.agrees());
+    }
+
+    #[test]
+    fn dvae_comparison_accepts_code_at_near_tie() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logits, stats) = small_outputs();
+        // Code 1 at the first position is 1e-4 below the maximum logit.
+        let path = write_outputs(dir.path(), &[1, 2], &logits, &stats);
+        let agreement = compare_dvae_outputs(&logits, &stats, &path).unwrap();
+        assert_eq!(agreement.codes_identical, 1);
+        assert!((agreement.largest_code_gap - 1e-4).abs() < 1e-6);
+        assert!(agreement.agrees());
+    }
+
+    #[test]
+    fn dvae_comparison_rejects_distant_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logits, stats) = small_outputs();
+        // Code 2 at the first position is 0.4 below the maximum logit.
+        let path = write_outputs(dir.path(), &[2, 2], &logits, &stats);
+        let agreement = compare_dvae_outputs(&logits, &stats, &path).unwrap();
+        assert!((agreement.largest_code_gap - 0.4).abs() < 1e-6);
+        assert!(!agreement.agrees());
+
+        let shifted = &stats + 0.01;
+        let path = write_outputs(dir.path(), &[0, 2], &logits, &shifted);
+        let agreement = compare_dvae_outputs(&logits, &stats, &path).unwrap();
+        assert!((agreement.largest_output_difference - 0.01).abs() < 1e-6);
+        assert!(!agreement.agrees());
+
+        let nan = stats.full_like(f64::NAN);
+        let path = write_outputs(dir.path(), &[0, 2], &logits, &nan);
+        let agreement = compare_dvae_outputs(&logits, &stats, &path).unwrap();
+        assert!(!agreement.agrees());
+    }
+
+    #[test]
+    fn dvae_comparison_rejects_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logits, stats) = small_outputs();
+        let path = dir.path().join("outputs.safetensors");
+        Tensor::write_safetensors(&[("logits", &logits), ("stats", &stats)], &path).unwrap();
+        let err = compare_dvae_outputs(&logits, &stats, &path)
+            .err()
+            .expect("a missing tensor is an error")
+            .to_string();
+        assert!(err.contains("has no tensor \"codes\""), "{err}");
+
+        let wide = Tensor::zeros([1, 2, 2, 3], (Kind::Float, Device::Cpu));
+        let path = write_outputs(dir.path(), &[0, 2], &logits, &wide);
+        let err = compare_dvae_outputs(&logits, &stats, &path)
+            .err()
+            .expect("a shape mismatch is an error")
+            .to_string();
+        assert!(
+            err.contains("returned stats of shape [1, 2, 2, 3]"),
+            "{err}"
+        );
+
+        // A code outside the vocabulary fails in gather, without a panic.
+        let path = write_outputs(dir.path(), &[0, 7], &logits, &stats);
+        assert!(compare_dvae_outputs(&logits, &stats, &path).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! `cargo xtask train dvae` and `cargo xtask dvae encode|decode|reconstruct`:
-//! train DALL-E's discrete VAE on MNIST or on crops of photographs, and turn
-//! images into codes and back.
+//! `cargo xtask train dvae` trains DALL-E's discrete VAE on MNIST or on crops
+//! of photographs. `cargo xtask dvae encode|decode|reconstruct` turns images
+//! into codes and back.
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Subcommand, ValueEnum};
@@ -23,82 +23,86 @@ pub enum Data {
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// The training images.
+    /// Training images.
     #[arg(long, value_enum, default_value = "mnist")]
     data: Data,
-    /// The output model directory; checkpoints are written there.
-    /// Default: runs/dvae-mnist or runs/dvae-photos.
+    /// Output model directory, which also receives the checkpoints
+    /// [default: runs/dvae-mnist, or runs/dvae-photos with --data photos].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run saved in --out, with its saved shape.
     #[arg(long)]
     resume: bool,
-    /// Channels of the first group of a new model (n_hid); a multiple of 4.
+    /// Channels of the first group of a new model (n_hid), a multiple of 4 up
+    /// to 4096.
     #[arg(long, default_value_t = 32)]
     hidden: i64,
-    /// Groups of residual blocks of a new model: images of side S give
-    /// S / 2^(groups - 1) codes a side.
+    /// Number of groups of residual blocks of a new model, 1 to 6. Images of
+    /// side S give S / 2^(groups - 1) codes a side.
     #[arg(long, default_value_t = 3)]
     groups: i64,
-    /// Residual blocks per group of a new model.
+    /// Residual blocks per group of a new model, 1 to 16.
     #[arg(long, default_value_t = 1)]
     blocks_per_group: i64,
-    /// Codes in the vocabulary of a new model.
+    /// Codes in the vocabulary of a new model, 2 to 65536.
     #[arg(long, default_value_t = 512)]
     vocab_size: i64,
-    /// The side of the crops with --data photos.
+    /// Side of the crops in pixels with --data photos.
     #[arg(long, default_value_t = 32)]
     crop: i64,
-    /// Images per step.
+    /// Images per step, 1 to 4096.
     #[arg(long, default_value_t = 64)]
     batch_size: i64,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = 2500)]
     steps: u64,
-    /// The peak learning rate.
+    /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     lr: f64,
-    /// The final learning rate of the cosine decay [default: lr / 10].
+    /// Final learning rate of the cosine decay [default: lr / 10].
     #[arg(long, allow_negative_numbers = true)]
     min_lr: Option<f64>,
-    /// Warm-up steps of the learning rate.
+    /// Steps of the learning-rate warm-up.
     #[arg(long, default_value_t = 200)]
     warmup: u64,
-    /// The KL weight after its warm-up.
+    /// KL weight after its warm-up.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     beta: f64,
-    /// Steps of the KL weight's warm-up from 0 [default: steps / 10].
+    /// Steps over which the KL weight rises from 0 to --beta
+    /// [default: steps / 10].
     #[arg(long)]
     beta_warmup: Option<u64>,
     /// Steps over which the Gumbel-Softmax temperature falls from 1 to 1/16
     /// [default: steps].
     #[arg(long)]
     temperature_steps: Option<u64>,
-    /// Feed the decoder one-hot samples with straight-through gradients.
+    /// Feed the decoder one-hot samples with straight-through gradients
+    /// instead of relaxed ones.
     #[arg(long)]
     straight_through: bool,
     /// AdamW's decoupled weight decay, on convolution weights.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     weight_decay: f64,
-    /// Clip the gradient norm to this value (0: off).
+    /// Maximum gradient norm, above which gradients are clipped (0 turns
+    /// clipping off).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     grad_clip: f64,
-    /// Evaluate every this many steps.
-    #[arg(long, default_value_t = 500)]
+    /// Steps between held-out evaluations.
+    #[arg(long, default_value_t = 250)]
     eval_every: u64,
-    /// Write a checkpoint every this many steps [default: as --eval-every].
+    /// Steps between checkpoints [default: --eval-every].
     #[arg(long)]
     checkpoint_every: Option<u64>,
-    /// Seeds the initial weights and the batches.
+    /// Random seed of the initial weights, the batches and the training noise.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Intra-op threads of libtorch (default: libtorch's choice).
+    /// Number of libtorch intra-op threads [default: libtorch's choice].
     #[arg(long)]
     threads: Option<i32>,
 }
 
-/// The file of held-out originals above their reconstructions that
-/// `train dvae` writes into the model directory.
+/// Name of the image that `train dvae` writes into the model directory, with
+/// held-out originals above their reconstructions.
 pub const RECONSTRUCTIONS_FILE: &str = "reconstructions.png";
 
 pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
@@ -110,7 +114,7 @@ pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
     let out = args.out.clone().unwrap_or_else(|| default_out.into());
     ensure!(
         !out.is_file(),
-        "--out {} is a file: name a directory for the model",
+        "--out {} is a file, not a directory: choose a directory for the model",
         out.display()
     );
     crate::train::check_run_dir(&out, args.resume)?;
@@ -138,13 +142,13 @@ pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
     let side = eval.size()[2];
     let config = if args.resume {
         let config = Config::from_file(&out.join(dvae::CONFIG_FILE))
-            .with_context(|| format!("cannot resume from {}", out.display()))?;
+            .with_context(|| format!("failed to resume from {}", out.display()))?;
         let saved = (config.input_channels, config.image_size);
         ensure!(
             saved == (channels, side),
-            "the run in {} trained on images of {} channel(s), {} pixels a side, but these \
-             have {channels} channel(s), {side} pixels a side: resume with the --data (and \
-             --crop) that it started with",
+            "the run in {} was trained on images of {} channel(s), {} pixels a side, but \
+             these have {channels} channel(s), {side} pixels a side. Resume with the --data \
+             (and --crop) that the run started with",
             out.display(),
             saved.0,
             saved.1
@@ -194,8 +198,13 @@ pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
     };
     let mut task = DvaeTask::new(model, images, eval.shallow_clone(), settings)?;
     let report = train(&mut vs, &mut task, &options, &out, args.resume)?;
-    let last = report.evaluations.last().context("no evaluation ran")?;
-    let metrics = task.last_metrics().context("no evaluation ran")?;
+    let last = report
+        .evaluations
+        .last()
+        .context("internal error: training returned no held-out evaluation")?;
+    let metrics = task
+        .last_metrics()
+        .context("internal error: the task stored no held-out metrics")?;
     eprintln!(
         "done: held-out negative ELBO {:.4} nats per pixel value ({:.4} reconstruction, \
          {:.4} KL), {metrics}, after {} steps, {:.0} images/s; model directory {}",
@@ -224,14 +233,15 @@ pub fn train_dvae(args: &TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The largest `--batch-size` accepted.
+/// Maximum `--batch-size` accepted.
 const MAX_BATCH: i64 = 4096;
 
-/// The most pixels a batch of crops may have (64 MB of input at 3 channels).
+/// Maximum number of pixels in a batch of crops (48 MiB of `f32` input at 3
+/// channels).
 const MAX_BATCH_PIXELS: i64 = 1 << 22;
 
-/// Checks the options of a new run before any data is read, naming the
-/// option at fault.
+/// Checks the options before any data is read, naming the option at fault.
+/// A resumed run skips the checks of the model's shape and the crop side.
 fn check_args(args: &TrainArgs) -> Result<()> {
     ensure!(
         (1..=MAX_BATCH).contains(&args.batch_size),
@@ -298,8 +308,8 @@ fn check_args(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The reconstruction of images `(n, channels, h, w)` in `[0, 1]` through
-/// their most likely codes.
+/// Reconstructs images `(n, channels, h, w)` in `[0, 1]` through their most
+/// likely codes.
 fn reconstruct(encoder: &Encoder, decoder: &Decoder, images: &Tensor) -> Result<Tensor> {
     let codes = encoder.codes(&dvae::map_pixels(images))?;
     Ok(decoder.decode_codes(&codes)?)
@@ -310,18 +320,18 @@ pub enum Command {
     /// Print the codes of an image as JSON: {"codes": [[...], ...]}, one
     /// row of the grid per inner list.
     Encode {
-        /// The image; other sizes are resized (shorter side to the model's
-        /// image_size, bicubic) and centre-cropped, and any pixel type is
-        /// converted to the model's channels.
+        /// Input image. Other sizes are resized (shorter side to the model's
+        /// image_size, bicubic) and centre-cropped. Any pixel type is converted
+        /// to the model's channels.
         image: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
     },
     /// Decode codes written by `dvae encode` to an image.
     Decode {
-        /// The codes as JSON: {"codes": [[...], ...]}.
+        /// Codes file in JSON: {"codes": [[...], ...]}.
         codes: PathBuf,
-        /// The image to write (.png, .jpg, ...); it must not exist yet.
+        /// Output image (.png, .jpg, ...), which must not exist yet.
         output: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
@@ -329,9 +339,9 @@ pub enum Command {
     /// Write an image (resized and cropped as `dvae encode` does) beside
     /// its reconstruction through the codes.
     Reconstruct {
-        /// The image; resized and cropped as `dvae encode` does.
+        /// Input image, resized and cropped as `dvae encode` does.
         image: PathBuf,
-        /// The image to write (.png, .jpg, ...); it must not exist yet.
+        /// Output image (.png, .jpg, ...), which must not exist yet.
         output: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
@@ -340,12 +350,12 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// The dVAE directory: config.json, encoder.safetensors and
-    /// decoder.safetensors (`cargo xtask train dvae` or `cargo xtask convert
-    /// torch` write them).
+    /// dVAE directory with config.json, encoder.safetensors and
+    /// decoder.safetensors, as written by `cargo xtask train dvae` or
+    /// `cargo xtask convert torch`.
     #[arg(long, default_value = "runs/dvae-mnist")]
     model: PathBuf,
-    /// Intra-op threads of libtorch (default: libtorch's choice).
+    /// Number of libtorch intra-op threads [default: libtorch's choice].
     #[arg(long)]
     threads: Option<i32>,
 }
@@ -356,7 +366,8 @@ struct CodesFile {
     codes: Vec<Vec<i64>>,
 }
 
-/// The most one-hot values a decode may allocate: 2^28 floats, 1 GiB.
+/// Maximum number of one-hot values a decode may allocate: 2^28 `f32`
+/// values, 1 GiB.
 const MAX_ONE_HOT: i64 = 1 << 28;
 
 pub fn run(command: Command) -> Result<ExitCode> {
@@ -399,7 +410,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             let again = tch::no_grad(|| reconstruct(&encoder, &decoder, &pixels))?;
             ensure!(
                 again.size()[1] == pixels.size()[1],
-                "the decoder writes {} channels but the encoder reads {}",
+                "invalid model: the decoder writes {} channels but the encoder reads {}",
                 again.size()[1],
                 pixels.size()[1]
             );
@@ -423,7 +434,7 @@ fn check_new_output(path: &Path) -> Result<()> {
 }
 
 /// Reads an image as a batch of one `(1, channels, size, size)` for the
-/// model: the shorter side resized to `image_size`, the centre cropped.
+/// model. The shorter side is resized to `image_size` and the centre cropped.
 fn read_image(path: &Path, config: &Config) -> Result<Tensor> {
     let image = common::image::read(path)?;
     let side = config.image_size as u32;
@@ -431,10 +442,10 @@ fn read_image(path: &Path, config: &Config) -> Result<Tensor> {
     Ok(common::image::to_tensor(&image, config.input_channels)?.unsqueeze(0))
 }
 
-/// Reads and checks a grid of codes, as `(1, h, w)`.
+/// Reads and validates a grid of codes and returns it as `(1, h, w)`.
 fn read_codes(path: &Path, config: &Config) -> Result<Tensor> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
     let file: CodesFile = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is not a codes file: expected {{\"codes\": [[...], ...]}}, one list of \
@@ -456,7 +467,8 @@ fn read_codes(path: &Path, config: &Config) -> Result<Tensor> {
         .find(|(_, r)| r.len() as i64 != cols)
     {
         bail!(
-            "{}: row {i} has {} codes but row 0 has {cols}: the grid must be rectangular",
+            "{}: row {i} has {} codes but row 0 has {cols}, and the grid must be \
+             rectangular",
             path.display(),
             row.len()
         );
@@ -478,8 +490,9 @@ fn read_codes(path: &Path, config: &Config) -> Result<Tensor> {
         rows <= most
             && cols <= most
             && rows.saturating_mul(cols).saturating_mul(vocab) <= MAX_ONE_HOT,
-        "{}: a {rows} x {cols} grid is too large to decode: this model decodes grids of up \
-         to {most} x {most} codes (twice the side it was trained on)",
+        "{}: a {rows} x {cols} grid is too large to decode, because this model decodes grids \
+         of up to {most} x {most} codes (twice the side it was trained on) and at most \
+         {MAX_ONE_HOT} one-hot values (codes x vocabulary size)",
         path.display()
     );
     let flat: Vec<i64> = file.codes.into_iter().flatten().collect();

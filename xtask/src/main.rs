@@ -4,6 +4,8 @@
 //! - `convert gguf IN.gguf OUT_DIR`: a llama.cpp GGUF file to a model directory
 //! - `convert tokenizer gpt2 ENCODER_JSON VOCAB_BPE OUT_DIR`: GPT-2's vocabulary
 //!   files to tokenizer.json and tokenizer_config.json
+//! - `convert torch IN.pkl OUT_DIR`: a `torch.save` file to safetensors, read
+//!   without running code from it
 //! - `generate`: stream text from a Llama-architecture model (SmolLM2 by
 //!   default) or a GPT model directory
 //! - `train gpt`: pretrain a GPT on Shakespeare's plays, or fine-tune it to
@@ -13,6 +15,8 @@
 //! - `bench generate`: SmolLM2 prefill and decode speed beside transformers
 //! - `bench train-gpt`, `bench decode-gpt`: a GPT-2 training step beside
 //!   PyTorch, and GPT-2 124M decoding beside transformers
+//! - `bench dvae`: the dVAE encoder and decoder at 256 x 256 beside OpenAI's
+//!   `dall_e`
 
 mod bench;
 mod convert;

@@ -1,5 +1,5 @@
 //! `cargo xtask train dvae` and `cargo xtask dvae encode|decode|reconstruct`
-//! on real digits and photographs, and their answers to bad input.
+//! on real digits and photographs, and their errors on invalid input.
 
 mod support;
 
@@ -135,7 +135,7 @@ fn train_resume_encode_decode_and_reconstruct() {
 }
 
 #[test]
-fn trains_on_crops_of_photographs() {
+fn train_on_photograph_crops() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("photos");
     let output = train(&out, &["--data", "photos", "--steps", "2", "--groups", "2"]);
@@ -147,7 +147,7 @@ fn trains_on_crops_of_photographs() {
 }
 
 #[test]
-fn bad_codes_are_refused_with_the_reason() {
+fn decode_rejects_invalid_codes() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     assert_success(&train(&model, &["--steps", "1"]));
@@ -185,7 +185,7 @@ fn bad_codes_are_refused_with_the_reason() {
 }
 
 #[test]
-fn bad_images_and_models_are_refused_with_the_reason() {
+fn invalid_images_models_and_options_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     assert_success(&train(&model, &["--steps", "1"]));
@@ -275,8 +275,8 @@ fn bad_images_and_models_are_refused_with_the_reason() {
     assert!(!bad.exists(), "a rejected run left {}", bad.display());
 }
 
-/// A PNG that claims `width x height` 8-bit RGB pixels but contains no
-/// pixel data.
+/// Builds a PNG that claims `width x height` 8-bit RGB pixels but contains
+/// no pixel data.
 fn png_header(width: u32, height: u32) -> Vec<u8> {
     let mut chunk = b"IHDR".to_vec();
     chunk.extend(width.to_be_bytes());
@@ -286,7 +286,8 @@ fn png_header(width: u32, height: u32) -> Vec<u8> {
     png.extend(13u32.to_be_bytes());
     png.extend(&chunk);
     png.extend(crc32(&chunk).to_be_bytes());
-    // An empty data chunk and the end chunk, so that readers reach the size.
+    // An empty data chunk and the end chunk follow, so that readers reach the
+    // size.
     for name in [b"IDAT", b"IEND"] {
         png.extend(0u32.to_be_bytes());
         png.extend(name);
@@ -311,7 +312,7 @@ fn dvae_fixtures() -> PathBuf {
 }
 
 #[test]
-fn openai_pickles_convert_to_a_dvae_directory_that_matches_dall_e() {
+fn converted_openai_pickles_match_dall_e() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("converted");
     for name in ["encoder.pkl", "decoder.pkl"] {
