@@ -39,20 +39,7 @@ import torch
 import torch.nn.functional as F
 from dall_e import Decoder, Encoder
 from safetensors.torch import load_file, save_file
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is invalid: use 1 or more")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is invalid: use 0 or more")
-    return value
+from bench_args import non_negative_int, positive_int
 
 
 def load(module: torch.nn.Module, path: Path) -> torch.nn.Module:

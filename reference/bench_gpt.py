@@ -41,6 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from bench_args import non_negative_int, positive_int
 
 ATTENTION = "sdpa"
 # The training model: GPT-2's layout at 6 layers of width 384, no dropout.
@@ -58,20 +59,6 @@ BETAS = (0.9, 0.99)
 EPS = 1e-8
 WEIGHT_DECAY = 0.1
 MAX_GRAD_NORM = 1.0
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is invalid: use 1 or more")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is invalid: use 0 or more")
-    return value
 
 
 def load_model(model_dir: str) -> GPT2LMHeadModel:

@@ -118,44 +118,77 @@ impl Group {
     }
 }
 
-/// Builds the groups of the encoder or the decoder under `blocks`.
-fn groups(
-    blocks: &nn::Path,
-    config: &Config,
-    n_in_first: i64,
-    width: impl Fn(i64) -> i64,
+/// The form that the encoder and the decoder share: an input convolution,
+/// the groups of blocks, then a ReLU and a 1x1 output convolution, all
+/// under `blocks`.
+#[derive(Debug)]
+struct Stack {
+    input: Conv2d,
+    groups: Vec<Group>,
+    output: Conv2d,
+}
+
+/// The sizes that tell the encoder's stack from the decoder's.
+struct StackShape<W: Fn(i64) -> i64> {
+    /// Input channels, output channels and kernel size of the input
+    /// convolution.
+    input: (i64, i64, i64),
+    /// Channels of group `g` (from 1).
+    width: W,
+    /// Kernel sizes of the four convolutions of each block.
     kernels: [i64; 4],
+    /// Resampling after every group but the last.
     resample: Resample,
-) -> Vec<Group> {
-    let n_layers = config.group_count * config.n_blk_per_group;
-    (1..=config.group_count)
-        .map(|g| {
-            let p = blocks / format!("group_{g}");
-            let out = width(g);
-            let blocks = (0..config.n_blk_per_group)
-                .map(|i| {
-                    let n_in = match (g, i) {
-                        (1, 0) => n_in_first,
-                        (_, 0) => width(g - 1),
-                        _ => out,
-                    };
-                    Block::new(
-                        &p / format!("block_{}", i + 1),
-                        n_in,
-                        out,
-                        n_layers,
-                        kernels,
-                    )
-                })
-                .collect();
-            let resample = if g < config.group_count {
-                resample
-            } else {
-                Resample::None
-            };
-            Group { blocks, resample }
-        })
-        .collect()
+    /// Channels of the output convolution.
+    output: i64,
+}
+
+impl Stack {
+    fn new<W: Fn(i64) -> i64>(p: &nn::Path, config: &Config, shape: StackShape<W>) -> Self {
+        let blocks = p / "blocks";
+        let (n_in, n_first, kw) = shape.input;
+        let width = &shape.width;
+        let n_layers = config.group_count * config.n_blk_per_group;
+        let groups = (1..=config.group_count)
+            .map(|g| {
+                let p = &blocks / format!("group_{g}");
+                let out = width(g);
+                let blocks = (0..config.n_blk_per_group)
+                    .map(|i| {
+                        let n_in = match (g, i) {
+                            (1, 0) => n_first,
+                            (_, 0) => width(g - 1),
+                            _ => out,
+                        };
+                        let name = format!("block_{}", i + 1);
+                        Block::new(&p / name, n_in, out, n_layers, shape.kernels)
+                    })
+                    .collect();
+                let resample = if g < config.group_count {
+                    shape.resample
+                } else {
+                    Resample::None
+                };
+                Group { blocks, resample }
+            })
+            .collect();
+        let last = width(config.group_count);
+        Self {
+            input: Conv2d::new(&blocks / "input", n_in, n_first, kw),
+            groups,
+            output: Conv2d::new(&blocks / "output" / "conv", last, shape.output, 1),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut x = self.input.forward(&x.to_kind(self.input.w.kind()));
+        for group in &self.groups {
+            x = group.forward(&x);
+        }
+        // `x` is the output of the last block, which nothing else reads, so
+        // the ReLU may overwrite it.
+        self.output.forward(&x.relu_())
+    }
 }
 
 /// Checks that `x` is a float batch `(batch, channels, height, width)` with
@@ -180,9 +213,7 @@ fn check_batch(x: &Tensor, what: &str, channels: i64) -> Result<(i64, i64)> {
 /// [`crate::map_pixels`]) to logits over the codes at each grid position.
 #[derive(Debug)]
 pub struct Encoder {
-    input: Conv2d,
-    groups: Vec<Group>,
-    output: Conv2d,
+    stack: Stack,
     config: Config,
 }
 
@@ -191,24 +222,15 @@ impl Encoder {
     /// initialised as in `dall_e`.
     pub fn new(p: &nn::Path, config: &Config) -> Result<Self> {
         config.validate()?;
-        let blocks = p / "blocks";
-        let groups = groups(
-            &blocks,
-            config,
-            config.n_hid,
-            |g| config.encoder_width(g),
-            [3, 3, 3, 1],
-            Resample::MaxPool,
-        );
+        let shape = StackShape {
+            input: (config.input_channels, config.n_hid, 7),
+            width: |g| config.encoder_width(g),
+            kernels: [3, 3, 3, 1],
+            resample: Resample::MaxPool,
+            output: config.vocab_size,
+        };
         Ok(Self {
-            input: Conv2d::new(&blocks / "input", config.input_channels, config.n_hid, 7),
-            groups,
-            output: Conv2d::new(
-                &blocks / "output" / "conv",
-                config.encoder_width(config.group_count),
-                config.vocab_size,
-                1,
-            ),
+            stack: Stack::new(p, config, shape),
             config: config.clone(),
         })
     }
@@ -224,13 +246,7 @@ impl Encoder {
                 "invalid image size {h} x {w}: both sides must be positive multiples of {f}"
             )));
         }
-        let mut x = self.input.forward(&images.to_kind(self.input.w.kind()));
-        for group in &self.groups {
-            x = group.forward(&x);
-        }
-        // `x` is the output of the last block, which nothing else reads, so
-        // the ReLU may overwrite it.
-        Ok(self.output.forward(&x.relu_()))
+        Ok(self.stack.forward(images))
     }
 
     /// Returns the most likely code at each position, `(batch, h, w)` of
@@ -248,9 +264,7 @@ impl Encoder {
 /// position (one-hot or relaxed) to the logit-Laplace parameters of each pixel.
 #[derive(Debug)]
 pub struct Decoder {
-    input: Conv2d,
-    groups: Vec<Group>,
-    output: Conv2d,
+    stack: Stack,
     config: Config,
 }
 
@@ -259,24 +273,15 @@ impl Decoder {
     /// initialised as in `dall_e`.
     pub fn new(p: &nn::Path, config: &Config) -> Result<Self> {
         config.validate()?;
-        let blocks = p / "blocks";
-        let groups = groups(
-            &blocks,
-            config,
-            config.n_init,
-            |g| config.decoder_width(g),
-            [1, 3, 3, 3],
-            Resample::Upsample,
-        );
+        let shape = StackShape {
+            input: (config.vocab_size, config.n_init, 1),
+            width: |g| config.decoder_width(g),
+            kernels: [1, 3, 3, 3],
+            resample: Resample::Upsample,
+            output: 2 * config.output_channels,
+        };
         Ok(Self {
-            input: Conv2d::new(&blocks / "input", config.vocab_size, config.n_init, 1),
-            groups,
-            output: Conv2d::new(
-                &blocks / "output" / "conv",
-                config.n_hid,
-                2 * config.output_channels,
-                1,
-            ),
+            stack: Stack::new(p, config, shape),
             config: config.clone(),
         })
     }
@@ -287,12 +292,7 @@ impl Decoder {
     /// (see [`crate::reconstruct`]).
     pub fn forward(&self, codes: &Tensor) -> Result<Tensor> {
         check_batch(codes, "the decoder's input", self.config.vocab_size)?;
-        let mut x = self.input.forward(&codes.to_kind(self.input.w.kind()));
-        for group in &self.groups {
-            x = group.forward(&x);
-        }
-        // As in the encoder, only the ReLU reads the last block's output.
-        Ok(self.output.forward(&x.relu_()))
+        Ok(self.stack.forward(codes))
     }
 
     /// Decodes a grid of code indices `(batch, h, w)` to images in `[0, 1]`,
