@@ -93,6 +93,14 @@ impl Config {
         }
     }
 
+    /// Writes the configuration as a `config.json` at `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(|e| {
+            Error::InvalidInput(format!("failed to serialize the dVAE config: {e}"))
+        })?;
+        common::checkpoint::write_atomic(path, format!("{json}\n").as_bytes())
+    }
+
     /// Reads and validates a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

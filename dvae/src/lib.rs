@@ -125,6 +125,7 @@ fn elbo_of(
              {output}, and the ELBO needs the same channels on both sides"
         )));
     }
+
     let x = map_pixels(pixels);
     let logits = encoder.forward(&x)?;
     let argmax = logits.argmax(1, false);
@@ -136,6 +137,7 @@ fn elbo_of(
         Codes::Argmax => one_hot_codes(&argmax, encoder.config().vocab_size)?,
     };
     let stats = decoder.forward(&z)?;
+
     let (mu, log_b) = pixels::split_stats(&stats);
     let batch = pixels.size()[0] as f64;
     let nll = -logit_laplace_log_prob(&x, &mu, &log_b).sum(Kind::Float) / batch;
@@ -231,7 +233,5 @@ pub fn save(vs: &VarStore, config: &Config, dir: &Path) -> Result<()> {
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         checkpoint::save(&dir.join(file), &tensors, None)?;
     }
-    let json = serde_json::to_string_pretty(config)
-        .map_err(|e| Error::InvalidInput(format!("failed to serialize the dVAE config: {e}")))?;
-    checkpoint::write_atomic(&dir.join(CONFIG_FILE), format!("{json}\n").as_bytes())
+    config.save(&dir.join(CONFIG_FILE))
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask convert`.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::Subcommand;
 use common::checkpoint;
 use std::path::{Path, PathBuf};
@@ -93,12 +93,7 @@ fn write_tokenizer(
         (dir.join("tokenizer_config.json"), config),
     ];
     for (path, _) in &files {
-        if path.exists() {
-            bail!(
-                "{} already exists: remove it, or choose another output directory",
-                path.display()
-            );
-        }
+        crate::reject_existing(path, "output directory")?;
     }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("failed to create the directory {}", dir.display()))?;
@@ -138,12 +133,8 @@ pub fn torch_to_safetensors(
             output_dir.join(file_name)
         }
     };
-    if output.exists() {
-        bail!(
-            "{} already exists: remove it, or choose another output directory",
-            output.display()
-        );
-    }
+    crate::reject_existing(&output, "output directory")?;
+
     // The configuration is checked before anything is written.
     let config = match half {
         Some(half) => Some(dvae_config(half, &file, output_dir)?),
@@ -159,8 +150,7 @@ pub fn torch_to_safetensors(
     );
     if let Some(config) = config {
         let path = output_dir.join(dvae::CONFIG_FILE);
-        let json = serde_json::to_string_pretty(&config)?;
-        checkpoint::write_atomic(&path, format!("{json}\n").as_bytes())?;
+        config.save(&path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok((output, file))
@@ -199,6 +189,7 @@ fn dvae_config(
             )
         })
     };
+
     let existing = dir.join(dvae::CONFIG_FILE);
     let mut config = if existing.is_file() {
         dvae::Config::from_file(&existing)?
@@ -224,6 +215,7 @@ fn dvae_config(
             );
         }
     }
+
     [config.n_hid, config.n_blk_per_group, config.vocab_size] = shared.map(|(_, new, _)| new);
     match half {
         DvaeHalf::Encoder => config.input_channels = attribute("input_channels")?,
@@ -233,6 +225,7 @@ fn dvae_config(
         }
     }
     config.validate()?;
+
     let expected = match half {
         DvaeHalf::Encoder => config.encoder_parameters(),
         DvaeHalf::Decoder => config.decoder_parameters(),

@@ -390,10 +390,11 @@ pub fn run(command: Command) -> Result<ExitCode> {
             model,
         } => {
             crate::set_threads(model.threads)?;
-            check_new_output(&output)?;
+            crate::reject_existing(&output, "output file")?;
             let decoder = dvae::load_decoder(&model.model, Device::Cpu)?;
             let grid = read_codes(&codes, decoder.config())?;
-            let image = tch::no_grad(|| decoder.decode_codes(&grid))?;
+            let image = tch::no_grad(|| decoder.decode_codes(&grid))
+                .with_context(|| codes.display().to_string())?;
             common::image::save(&output, &image.get(0))?;
             eprintln!("wrote {}", output.display());
         }
@@ -403,7 +404,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             model,
         } => {
             crate::set_threads(model.threads)?;
-            check_new_output(&output)?;
+            crate::reject_existing(&output, "output file")?;
             let encoder = dvae::load_encoder(&model.model, Device::Cpu)?;
             let decoder = dvae::load_decoder(&model.model, Device::Cpu)?;
             let pixels = read_image(&image, encoder.config())?;
@@ -422,19 +423,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Rejects an output path that exists, so that no file (the input image
-/// included) is replaced.
-fn check_new_output(path: &Path) -> Result<()> {
-    ensure!(
-        !path.exists(),
-        "{} already exists: remove it, or choose another output file",
-        path.display()
-    );
-    Ok(())
-}
-
 /// Reads an image as a batch of one `(1, channels, size, size)` for the
-/// model. The shorter side is resized to `image_size` and the centre cropped.
+/// model. The centre is cropped to a square and resized to `image_size`.
 fn read_image(path: &Path, config: &Config) -> Result<Tensor> {
     let image = common::image::read(path)?;
     let side = config.image_size as u32;
@@ -453,6 +443,7 @@ fn read_codes(path: &Path, config: &Config) -> Result<Tensor> {
             path.display()
         )
     })?;
+
     let rows = file.codes.len() as i64;
     let cols = file.codes.first().map_or(0, |r| r.len() as i64);
     ensure!(
@@ -473,28 +464,20 @@ fn read_codes(path: &Path, config: &Config) -> Result<Tensor> {
             row.len()
         );
     }
+
+    // Codes outside the vocabulary are rejected by `dvae::one_hot_codes`.
     let vocab = config.vocab_size;
-    if let Some(bad) = file
-        .codes
-        .iter()
-        .flatten()
-        .find(|&&c| !(0..vocab).contains(&c))
-    {
-        bail!(
-            "{}: code {bad} is outside the vocabulary [0, {vocab})",
-            path.display()
-        );
-    }
-    let most = 2 * config.image_size / config.downsample_factor();
+    let max_side = 2 * config.image_size / config.downsample_factor();
     ensure!(
-        rows <= most
-            && cols <= most
+        rows <= max_side
+            && cols <= max_side
             && rows.saturating_mul(cols).saturating_mul(vocab) <= MAX_ONE_HOT,
         "{}: a {rows} x {cols} grid is too large to decode, because this model decodes grids \
-         of up to {most} x {most} codes (twice the side it was trained on) and at most \
+         of up to {max_side} x {max_side} codes (twice the side it was trained on) and at most \
          {MAX_ONE_HOT} one-hot values (codes x vocabulary size)",
         path.display()
     );
+
     let flat: Vec<i64> = file.codes.into_iter().flatten().collect();
     Ok(Tensor::from_slice(&flat)
         .to_kind(Kind::Int64)

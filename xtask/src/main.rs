@@ -71,6 +71,17 @@ fn write_output(out: &mut impl std::io::Write, text: &str) -> common::Result<boo
     }
 }
 
+/// Rejects an output path that exists, so that no file is replaced; the
+/// message suggests choosing another `alternative` ("output file", ...).
+fn reject_existing(path: &std::path::Path, alternative: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !path.exists(),
+        "{} already exists: remove it, or choose another {alternative}",
+        path.display()
+    );
+    Ok(())
+}
+
 /// The largest `--threads` accepted: libgomp fails to start, or overflows
 /// the stack, with tens of thousands.
 const MAX_THREADS: i32 = 1024;

@@ -236,8 +236,8 @@ fn check_resume(out: &Path, resume: bool, classifier: bool) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `out` holds a training run when resuming, and neither a run
-/// nor a model otherwise, so that nothing is overwritten.
+/// Checks that `out` contains a training run when resuming, and neither a
+/// run nor a model otherwise, so that nothing is overwritten.
 pub fn check_run_dir(out: &Path, resume: bool) -> Result<()> {
     match (saved_step(out)?, resume) {
         (Some(step), false) => bail!(
