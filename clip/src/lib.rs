@@ -25,8 +25,11 @@ mod model;
 pub mod openai;
 pub mod preprocess;
 pub mod tokenizer;
+pub mod train;
+mod zero_shot;
 
 pub use config::{Config, TextConfig, VisionConfig};
+pub use zero_shot::{ZeroShot, PLACEHOLDER};
 pub use model::{
     contrastive_loss, normalize, ClipModel, TextTransformer, VisionTransformer, MAX_LOGIT_SCALE,
 };
@@ -41,12 +44,34 @@ use tch::{Device, Tensor};
 /// that older transformers versions saved.
 const IGNORED_SUFFIXES: &[&str] = &[".position_ids"];
 
+/// Writes a model directory: `config.json` and `model.safetensors` with
+/// every variable of `vs` under its name, creating `dir` if needed. Each file
+/// is written atomically.
+pub fn save(vs: &VarStore, config: &Config, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let metadata = [("format".to_string(), "pt".to_string())]
+        .into_iter()
+        .collect();
+    checkpoint::save(&dir.join(checkpoint::SINGLE_FILE), &tensors, Some(metadata))?;
+    config.save(&dir.join("config.json"))
+}
+
 /// A CLIP model with the variable store that owns its weights.
 #[derive(Debug)]
 pub struct Clip {
     config: Config,
     model: ClipModel,
     vs: VarStore,
+}
+
+impl std::ops::Deref for Clip {
+    type Target = ClipModel;
+
+    fn deref(&self) -> &ClipModel {
+        &self.model
+    }
 }
 
 impl Clip {
@@ -120,21 +145,6 @@ impl Clip {
     /// The variable store, mutable, for training and loading.
     pub fn var_store_mut(&mut self) -> &mut VarStore {
         &mut self.vs
-    }
-
-    /// See [`ClipModel::encode_text`].
-    pub fn encode_text(&self, ids: &Tensor) -> Result<Tensor> {
-        self.model.encode_text(ids)
-    }
-
-    /// See [`ClipModel::encode_image`].
-    pub fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.model.encode_image(pixels)
-    }
-
-    /// See [`ClipModel::logits`].
-    pub fn logits(&self, pixels: &Tensor, ids: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.model.logits(pixels, ids)
     }
 
     /// The symmetric contrastive loss of a batch of matching images and

@@ -431,6 +431,11 @@ impl ClipModel {
             .forward(&self.vision_model.pooled(pixels)?))
     }
 
+    /// The device that holds the weights.
+    pub fn device(&self) -> tch::Device {
+        self.logit_scale.device()
+    }
+
     /// Returns `exp(logit_scale)`, clipped at [`MAX_LOGIT_SCALE`].
     pub fn temperature_scale(&self) -> Tensor {
         self.logit_scale.exp().clamp_max(MAX_LOGIT_SCALE)

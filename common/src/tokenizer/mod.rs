@@ -11,10 +11,12 @@ use std::path::Path;
 
 mod bpe;
 mod chars;
+mod clip;
 mod gguf;
 mod gpt2;
 
 pub use chars::{char_level, END_OF_TEXT};
+pub use clip::{clip_from_vocab, START_OF_TEXT};
 pub use gguf::from_gguf;
 pub use gpt2::gpt2_from_files;
 pub use tokenizers::Tokenizer as RawTokenizer;
@@ -89,6 +91,12 @@ impl Tokenizer {
     /// Returns the wrapped `tokenizers` tokenizer.
     pub fn raw(&self) -> &RawTokenizer {
         &self.inner
+    }
+
+    /// Returns the `tokenizer_config.json` value (`null` when the model
+    /// directory has none).
+    pub fn config(&self) -> &serde_json::Value {
+        &self.config
     }
 
     /// Returns the number of tokens, added tokens included.
