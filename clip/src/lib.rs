@@ -29,10 +29,10 @@ pub mod train;
 mod zero_shot;
 
 pub use config::{Config, TextConfig, VisionConfig};
-pub use zero_shot::{ZeroShot, PLACEHOLDER};
 pub use model::{
     contrastive_loss, normalize, ClipModel, TextTransformer, VisionTransformer, MAX_LOGIT_SCALE,
 };
+pub use zero_shot::{ZeroShot, PLACEHOLDER};
 
 use common::checkpoint::{self, LoadOptions};
 use common::{Error, Result};

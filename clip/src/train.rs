@@ -65,8 +65,12 @@ pub struct Settings {
 /// as [`crate::preprocess::Preprocess`] makes of a grayscale image file.
 pub fn digits_to_pixels(images: &Tensor) -> Tensor {
     let device = images.device();
-    let mean = Tensor::from_slice(&CLIP_MEAN).to_kind(Kind::Float).view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&CLIP_STD).to_kind(Kind::Float).view([1, 3, 1, 1]);
+    let mean = Tensor::from_slice(&CLIP_MEAN)
+        .to_kind(Kind::Float)
+        .view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&CLIP_STD)
+        .to_kind(Kind::Float)
+        .view([1, 3, 1, 1]);
     (images.unsqueeze(1).to_kind(Kind::Float) - mean.to_device(device)) / std.to_device(device)
 }
 
@@ -178,8 +182,8 @@ impl ClipTask {
     /// `digits`, each with a caption drawn by `rng` among those of its digit.
     fn pairs(&self, digits: &Digits, indices: &[i64], rng: &mut impl Rng) -> (Tensor, Tensor) {
         let index = Tensor::from_slice(indices);
-        let labels = Vec::<i64>::try_from(digits.labels.index_select(0, &index))
-            .expect("labels are Int64");
+        let labels =
+            Vec::<i64>::try_from(digits.labels.index_select(0, &index)).expect("labels are Int64");
         let rows: Vec<i64> = labels
             .iter()
             .map(|&digit| {
@@ -187,7 +191,8 @@ impl ClipTask {
                 options[rng.random_range(0..options.len())]
             })
             .collect();
-        let pixels = digits_to_pixels(&digits.images.index_select(0, &index)).to_device(self.device);
+        let pixels =
+            digits_to_pixels(&digits.images.index_select(0, &index)).to_device(self.device);
         let ids = self
             .caption_ids
             .index_select(0, &Tensor::from_slice(&rows).to_device(self.device));
@@ -202,10 +207,14 @@ impl ClipTask {
         let chunk = 500;
         for start in (0..n).step_by(chunk) {
             let len = (n - start).min(chunk as i64);
-            let pixels = digits_to_pixels(&self.eval.images.narrow(0, start, len)).to_device(self.device);
+            let pixels =
+                digits_to_pixels(&self.eval.images.narrow(0, start, len)).to_device(self.device);
             let predicted = Tensor::from_slice(&classifier.predict(&self.model, &pixels)?);
             let labels = self.eval.labels.narrow(0, start, len);
-            correct += predicted.eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
+            correct += predicted
+                .eq_tensor(&labels)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
         }
         Ok(correct as f64 / n as f64)
     }
@@ -229,7 +238,10 @@ impl Task for ClipTask {
     fn eval_loss(&mut self) -> Result<f64> {
         let _guard = tch::no_grad_guard();
         let mut rng = step_rng(self.settings.seed ^ 0x5EED, 0);
-        let (n, batch) = (self.eval.len(), self.settings.batch_size.min(self.eval.len()));
+        let (n, batch) = (
+            self.eval.len(),
+            self.settings.batch_size.min(self.eval.len()),
+        );
         // The held-out set lists the digits in order: shuffle it, the same
         // way at every evaluation, so that each batch mixes digits as
         // training batches do.

@@ -29,7 +29,10 @@ impl ZeroShot {
     /// lose its end).
     pub fn new(
         clip: &ClipModel,
-        tokenizer: &Tokenizer, labels: &[&str], templates: &[&str]) -> Result<Self> {
+        tokenizer: &Tokenizer,
+        labels: &[&str],
+        templates: &[&str],
+    ) -> Result<Self> {
         if labels.is_empty() {
             return Err(Error::InvalidInput(
                 "no labels: give at least one label to classify into".into(),
@@ -37,7 +40,9 @@ impl ZeroShot {
         }
         for (i, label) in labels.iter().enumerate() {
             if labels[..i].contains(label) {
-                return Err(Error::InvalidInput(format!("the label {label:?} appears twice")));
+                return Err(Error::InvalidInput(format!(
+                    "the label {label:?} appears twice"
+                )));
             }
         }
         if templates.is_empty() {

@@ -158,7 +158,14 @@ pub fn train_clip(args: &TrainArgs) -> Result<ExitCode> {
         batch_size: args.batch_size,
         seed: args.seed,
     };
-    let mut task = ClipTask::new(model, config, tokenizer, train_digits, eval_digits, settings)?;
+    let mut task = ClipTask::new(
+        model,
+        config,
+        tokenizer,
+        train_digits,
+        eval_digits,
+        settings,
+    )?;
     let report = train(&mut vs, &mut task, &options, out, args.resume)?;
     let last = report
         .evaluations

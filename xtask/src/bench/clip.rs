@@ -44,7 +44,9 @@ pub const MAX_BATCH: i64 = 256;
 /// Returns the ids of `CAPTIONS` repeated to `batch` rows, padded to the
 /// context of 77 and to the longest caption.
 fn caption_ids(tokenizer: &Tokenizer, batch: i64) -> Result<(Tensor, Tensor)> {
-    let texts: Vec<&str> = (0..batch as usize).map(|i| CAPTIONS[i % CAPTIONS.len()]).collect();
+    let texts: Vec<&str> = (0..batch as usize)
+        .map(|i| CAPTIONS[i % CAPTIONS.len()])
+        .collect();
     let encoded = tokenizer.encode_batch(&texts)?;
     let end = tokenizer.end_of_text_id();
     let longest = encoded
@@ -145,8 +147,16 @@ pub fn bench_clip(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> 
     let number = |key: &str| reference[key].as_f64().unwrap_or(f64::NAN);
     let rows = [
         ("image", rust_image_ms, number("image_ms")),
-        ("text, padded to 77", rust_padded_ms, number("text_padded_ms")),
-        ("text, padded to longest", rust_longest_ms, number("text_longest_ms")),
+        (
+            "text, padded to 77",
+            rust_padded_ms,
+            number("text_padded_ms"),
+        ),
+        (
+            "text, padded to longest",
+            rust_longest_ms,
+            number("text_longest_ms"),
+        ),
     ];
     let per_second = |ms: f64| batch as f64 / ms * 1e3;
     if json {
