@@ -158,9 +158,10 @@ impl Config {
     }
 
     /// A small CLIP for MNIST's 28 x 28 digits with the CLIP vocabulary: a
-    /// 4-layer, 128-wide vision transformer on 4 x 4 patches and a 3-layer,
-    /// 128-wide text transformer over 16 positions, enough for short
-    /// captions (7.2M parameters, 6.3M of them the token embedding).
+    /// 4-layer, 128-wide vision transformer on a 4 x 4 grid of 7-pixel
+    /// patches and a 3-layer, 128-wide text transformer over 16 positions,
+    /// enough for short captions (7.77M parameters, 6.3M of them the token
+    /// embedding).
     pub fn mnist() -> Self {
         Self {
             text_config: TextConfig {
@@ -178,7 +179,7 @@ impl Config {
                 num_hidden_layers: 4,
                 num_attention_heads: 4,
                 image_size: 28,
-                patch_size: 4,
+                patch_size: 7,
                 hidden_act: "gelu".into(),
                 ..VisionConfig::default()
             },

@@ -56,6 +56,9 @@ pub const EVAL_TEMPLATES: &[&str] = &[
 pub struct Settings {
     /// Image-caption pairs per batch.
     pub batch_size: i64,
+    /// Training images move by up to this many pixels in each direction, a
+    /// random translation per image; 0 keeps them in place.
+    pub max_shift: i64,
     /// Seed of the batch sampling.
     pub seed: u64,
 }
@@ -72,6 +75,38 @@ pub fn digits_to_pixels(images: &Tensor) -> Tensor {
         .to_kind(Kind::Float)
         .view([1, 3, 1, 1]);
     (images.unsqueeze(1).to_kind(Kind::Float) - mean.to_device(device)) / std.to_device(device)
+}
+
+/// Moves each image of `pixels` (batch, channels, size, size) by a random
+/// offset of up to `max_shift` pixels in each direction, filling the border
+/// with the background (the normalised value of black).
+fn random_shift(pixels: &Tensor, max_shift: i64, rng: &mut impl Rng) -> Tensor {
+    if max_shift == 0 {
+        return pixels.shallow_clone();
+    }
+    let size = pixels.size();
+    let side = size[2];
+    let background = digits_to_pixels(&Tensor::zeros([1, 1, 1], (Kind::Float, pixels.device())));
+    let padded = background
+        .expand(
+            [size[0], size[1], side + 2 * max_shift, side + 2 * max_shift],
+            false,
+        )
+        .copy();
+    padded
+        .narrow(2, max_shift, side)
+        .narrow(3, max_shift, side)
+        .copy_(pixels);
+    let shifted: Vec<Tensor> = (0..size[0])
+        .map(|i| {
+            let (dy, dx) = (
+                rng.random_range(0..=2 * max_shift),
+                rng.random_range(0..=2 * max_shift),
+            );
+            padded.get(i).narrow(1, dy, side).narrow(2, dx, side)
+        })
+        .collect();
+    Tensor::stack(&shifted, 0)
 }
 
 /// Every caption of the training templates, as token ids, with the digit of
@@ -132,6 +167,13 @@ impl ClipTask {
                  one reads {1}-channel images of {size} x {size}",
                 common::mnist::SIDE,
                 config.vision_config.num_channels
+            )));
+        }
+        if !(0..size / 2).contains(&settings.max_shift) {
+            return Err(Error::InvalidInput(format!(
+                "a shift of {} pixels is invalid: use 0 to {}",
+                settings.max_shift,
+                size / 2 - 1
             )));
         }
         if settings.batch_size < 2 || settings.batch_size > train.len() {
@@ -228,6 +270,7 @@ impl Task for ClipTask {
             .map(|_| rng.random_range(0..n))
             .collect();
         let (pixels, ids) = self.pairs(&self.train, &indices, &mut rng);
+        let pixels = random_shift(&pixels, self.settings.max_shift, &mut rng);
         let (per_image, _) = self.model.logits(&pixels, &ids)?;
         Ok(contrastive_loss(&per_image))
     }

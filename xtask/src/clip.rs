@@ -32,8 +32,12 @@ pub struct TrainArgs {
     /// Image-caption pairs per batch.
     #[arg(long, default_value_t = 128)]
     batch_size: i64,
+    /// Move each training digit by up to this many pixels in each
+    /// direction, a random translation; 0 disables it.
+    #[arg(long, default_value_t = 2)]
+    max_shift: i64,
     /// Optimizer steps in total, including those of a resumed run.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 2400)]
     steps: u64,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
@@ -51,7 +55,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     grad_clip: f64,
     /// Evaluate (held-out loss and zero-shot accuracy) every this many steps.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 200)]
     eval_every: u64,
     /// Write a checkpoint every this many steps [default: --eval-every].
     #[arg(long)]
@@ -156,6 +160,7 @@ pub fn train_clip(args: &TrainArgs) -> Result<ExitCode> {
     let model = ClipModel::new(&vs.root(), &config)?;
     let settings = Settings {
         batch_size: args.batch_size,
+        max_shift: args.max_shift,
         seed: args.seed,
     };
     let mut task = ClipTask::new(
