@@ -13,8 +13,8 @@ This script loads the model with `CLIPModel.from_pretrained` (its default
 attention, scaled dot-product attention) and, under `torch.inference_mode()`,
 times `get_image_features(pixel_values)` and `get_text_features(ids)` for
 both batches of ids. Each runs `--warmup` untimed times, then `--runs` timed
-times; the median is reported (the upper of the two middle values for an
-even count, as on the Rust side). It prints one JSON object and writes the
+times. The median is reported, the upper of the two middle values for an
+even count, as on the Rust side. It prints one JSON object and writes the
 embeddings of the last runs to `--outputs` for the Rust side to compare.
 
     ~/.cache/modelzoo/venv/bin/python reference/bench_clip.py \
@@ -25,8 +25,6 @@ embeddings of the last runs to `--outputs` for the Rust side to compare.
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -36,20 +34,7 @@ import transformers  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import CLIPModel  # noqa: E402
 
-from bench_args import non_negative_int, positive_int  # noqa: E402
-
-
-def time_pass(forward, x: torch.Tensor, warmup: int, runs: int) -> tuple[float, torch.Tensor]:
-    """Call `forward(x)` `warmup` times untimed, then `runs` times timed, and
-    return the median milliseconds and the output of the last call."""
-    for _ in range(warmup):
-        forward(x)
-    milliseconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = forward(x)
-        milliseconds.append(1000 * (time.perf_counter() - start))
-    return statistics.median_high(milliseconds), out
+from bench_args import non_negative_int, positive_int, time_pass  # noqa: E402
 
 
 def main() -> None:

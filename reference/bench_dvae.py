@@ -30,8 +30,6 @@ keep the file small, `logits` contains the first image's logits only.
 
 import argparse
 import json
-import statistics
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -39,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from dall_e import Decoder, Encoder
 from safetensors.torch import load_file, save_file
-from bench_args import non_negative_int, positive_int
+from bench_args import non_negative_int, positive_int, time_pass
 
 
 def load(module: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -47,19 +45,6 @@ def load(module: torch.nn.Module, path: Path) -> torch.nn.Module:
     exactly, and return the module in eval mode."""
     module.load_state_dict(load_file(path), strict=True)
     return module.eval()
-
-
-def time_pass(forward, x: torch.Tensor, warmup: int, runs: int) -> tuple[float, torch.Tensor]:
-    """Call `forward(x)` `warmup` times untimed, then `runs` times timed, and
-    return the median milliseconds and the output of the last call."""
-    for _ in range(warmup):
-        forward(x)
-    milliseconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = forward(x)
-        milliseconds.append(1000 * (time.perf_counter() - start))
-    return statistics.median_high(milliseconds), out
 
 
 def main() -> None:

@@ -157,11 +157,11 @@ impl Config {
         }
     }
 
-    /// A small CLIP for MNIST's 28 x 28 digits with the CLIP vocabulary: a
-    /// 4-layer, 128-wide vision transformer on a 4 x 4 grid of 7-pixel
-    /// patches and a 3-layer, 128-wide text transformer over 16 positions,
-    /// enough for short captions (7.77M parameters, 6.3M of them the token
-    /// embedding).
+    /// A small CLIP for MNIST's 28 x 28 digits with the CLIP vocabulary
+    /// (7.77M parameters, 6.3M of them the token embedding). The vision
+    /// transformer has 4 layers of width 128 on a 4 x 4 grid of 7-pixel
+    /// patches. The text transformer has 3 layers of width 128 over 16
+    /// positions, enough for short captions.
     pub fn mnist() -> Self {
         Self {
             text_config: TextConfig {
@@ -311,22 +311,22 @@ impl Config {
         Ok(())
     }
 
-    /// The activation of the text transformer's feed-forward layers.
+    /// Returns the activation of the text transformer's feed-forward layers.
     pub fn text_activation(&self) -> Result<Activation> {
         Activation::from_name(&self.text_config.hidden_act)
     }
 
-    /// The activation of the vision transformer's feed-forward layers.
+    /// Returns the activation of the vision transformer's feed-forward layers.
     pub fn vision_activation(&self) -> Result<Activation> {
         Activation::from_name(&self.vision_config.hidden_act)
     }
 
-    /// The number of patches along each side of an image.
+    /// Returns the number of patches along each side of an image.
     pub fn grid_size(&self) -> i64 {
         self.vision_config.image_size / self.vision_config.patch_size
     }
 
-    /// Parameters of the text encoder and its projection: token and
+    /// Counts the parameters of the text encoder and its projection: token and
     /// position embeddings, the layers, the final LayerNorm.
     pub fn text_parameters(&self) -> i64 {
         let t = &self.text_config;
@@ -337,7 +337,7 @@ impl Config {
             + d * self.projection_dim
     }
 
-    /// Parameters of the image encoder and its projection: the patch
+    /// Counts the parameters of the image encoder and its projection: the patch
     /// convolution (no bias), the class token and position embeddings, the
     /// LayerNorms before and after the layers, and the layers.
     pub fn vision_parameters(&self) -> i64 {
@@ -352,7 +352,7 @@ impl Config {
             + d * self.projection_dim
     }
 
-    /// All parameters, including the learned temperature.
+    /// Counts all parameters, including the learned temperature.
     pub fn num_parameters(&self) -> i64 {
         self.text_parameters() + self.vision_parameters() + 1
     }

@@ -127,28 +127,28 @@ impl Clip {
         self.config.save(&dir.join("config.json"))
     }
 
-    /// The model's configuration.
+    /// Returns the model's configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The layers, for access to each encoder.
+    /// Returns the layers, for access to each encoder.
     pub fn model(&self) -> &ClipModel {
         &self.model
     }
 
-    /// The variable store that owns the weights.
+    /// Returns the variable store that owns the weights.
     pub fn var_store(&self) -> &VarStore {
         &self.vs
     }
 
-    /// The variable store, mutable, for training and loading.
+    /// Returns the variable store, mutable, for training and loading.
     pub fn var_store_mut(&mut self) -> &mut VarStore {
         &mut self.vs
     }
 
-    /// The symmetric contrastive loss of a batch of matching images and
-    /// texts, pair `i` being image `i` and text `i`.
+    /// Computes the symmetric contrastive loss of a batch of matching images
+    /// and texts, where image `i` and text `i` form pair `i`.
     pub fn loss(&self, pixels: &Tensor, ids: &Tensor) -> Result<Tensor> {
         let size = (pixels.size(), ids.size());
         if size.0.first() != size.1.first() {

@@ -5,9 +5,9 @@
 //! learned position embeddings under a causal mask and takes the feature of
 //! the end-of-text token after a final LayerNorm. The image encoder cuts the
 //! image into patches with a strided convolution, prepends a learned class
-//! token, adds learned position embeddings, applies a LayerNorm before the
-//! layers (`pre_layrnorm`, spelled as in the checkpoints) and takes the class
-//! token's feature after `post_layernorm`.
+//! token and adds learned position embeddings. A LayerNorm comes before the
+//! layers (`pre_layrnorm`, spelled as in the checkpoints), and the feature
+//! is the class token's after `post_layernorm`.
 
 use crate::config::Config;
 use common::nn::{layer_norm, linear, scaled_dot_product_attention, Activation, Mask};
@@ -85,8 +85,8 @@ impl Layer {
         }
     }
 
-    /// One pre-norm layer. With `first_only`, only the first position is
-    /// computed and returned, reading every position as keys and values.
+    /// Applies one pre-norm layer. With `first_only`, it computes and returns
+    /// only the first position, which reads every position as keys and values.
     fn forward(&self, xs: &Tensor, mask: &Mask, first_only: bool) -> Result<Tensor> {
         let normed = self.layer_norm1.forward(xs);
         let (residual, queries) = if first_only {
@@ -215,6 +215,7 @@ impl TextTransformer {
                 ids.kind()
             )));
         }
+
         if seq > self.context_length {
             return Err(Error::InvalidInput(format!(
                 "sequences of {seq} tokens are longer than the context of {} positions: \
@@ -230,6 +231,7 @@ impl TextTransformer {
                 self.vocab_size
             )));
         }
+
         let is_end = ids.eq(self.eos_token_id);
         let has_end = Vec::<bool>::try_from(is_end.any_dim(1, false)).expect("any is Bool");
         let missing: Vec<usize> = (0..batch as usize).filter(|&i| !has_end[i]).collect();
@@ -354,6 +356,7 @@ impl VisionTransformer {
                 pixels.kind()
             )));
         }
+
         let pixels = pixels.to_kind(self.class_embedding.kind());
         let batch = size[0];
         // (batch, width, grid, grid) -> (batch, grid * grid, width)
@@ -431,7 +434,7 @@ impl ClipModel {
             .forward(&self.vision_model.pooled(pixels)?))
     }
 
-    /// The device that holds the weights.
+    /// Returns the device of the weights.
     pub fn device(&self) -> tch::Device {
         self.logit_scale.device()
     }

@@ -109,8 +109,8 @@ fn random_shift(pixels: &Tensor, max_shift: i64, rng: &mut impl Rng) -> Tensor {
     Tensor::stack(&shifted, 0)
 }
 
-/// Every caption of the training templates, as token ids, with the digit of
-/// each: `(ids (captions, context), digits (captions,))`.
+/// Encodes every caption of the training templates, and returns the ids
+/// with the digit of each: `(ids (captions, context), digits (captions,))`.
 fn training_captions(tokenizer: &Tokenizer) -> Result<(Tensor, Vec<i64>)> {
     let mut captions = Vec::new();
     let mut digits = Vec::new();
@@ -210,12 +210,12 @@ impl ClipTask {
         })
     }
 
-    /// The model being trained.
+    /// Returns the model being trained.
     pub fn model(&self) -> &ClipModel {
         &self.model
     }
 
-    /// The zero-shot accuracy of the last evaluation.
+    /// Returns the zero-shot accuracy of the last evaluation.
     pub fn last_accuracy(&self) -> Option<f64> {
         self.last_accuracy
     }

@@ -82,7 +82,7 @@ impl ZeroShot {
         })
     }
 
-    /// The labels, in the order of the probability columns.
+    /// Returns the labels, in the order of the probability columns.
     pub fn labels(&self) -> &[String] {
         &self.labels
     }

@@ -804,6 +804,38 @@ fn save_variables(vs: &VarStore, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs a forward-pass benchmark script of `reference/` (`bench_dvae.py`,
+/// `bench_clip.py`) on the model and inputs that the Rust side wrote into
+/// `dir`, and returns its JSON result and the file where it wrote its
+/// outputs.
+fn run_forward_reference(
+    script: &str,
+    threads: i32,
+    dir: &TempDir,
+    inputs_file: &Path,
+    runs: usize,
+) -> Result<(serde_json::Value, PathBuf)> {
+    let outputs_file = dir.0.join("outputs.safetensors");
+    let reference = run_reference(
+        script,
+        &[
+            "--threads".into(),
+            threads.to_string(),
+            "--model-dir".into(),
+            dir.0.display().to_string(),
+            "--inputs".into(),
+            inputs_file.display().to_string(),
+            "--outputs".into(),
+            outputs_file.display().to_string(),
+            "--runs".into(),
+            runs.to_string(),
+            "--warmup".into(),
+            WARMUP_RUNS.to_string(),
+        ],
+    )?;
+    Ok((reference, outputs_file))
+}
+
 /// Calls `forward` untimed [`WARMUP_RUNS`] times, then `runs` timed
 /// times, and returns the median milliseconds and the last output.
 fn time_forward(
@@ -940,24 +972,8 @@ fn bench_dvae(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> Resu
         tch::no_grad(|| time_forward(|| decoder.forward(&one_hot), runs))?;
     drop((encoder, decoder, encoder_vs, decoder_vs, one_hot));
 
-    let outputs_file = dir.0.join("outputs.safetensors");
-    let reference = run_reference(
-        "bench_dvae.py",
-        &[
-            "--threads".into(),
-            threads.to_string(),
-            "--model-dir".into(),
-            dir.0.display().to_string(),
-            "--inputs".into(),
-            inputs_file.display().to_string(),
-            "--outputs".into(),
-            outputs_file.display().to_string(),
-            "--runs".into(),
-            runs.to_string(),
-            "--warmup".into(),
-            WARMUP_RUNS.to_string(),
-        ],
-    )?;
+    let (reference, outputs_file) =
+        run_forward_reference("bench_dvae.py", threads, &dir, &inputs_file, runs)?;
     let agreement = compare_dvae_outputs(&logits, &stats, &outputs_file)?;
     anyhow::ensure!(
         agreement.agrees(),

@@ -225,6 +225,7 @@ fn classify(args: &ClassifyArgs) -> Result<ExitCode> {
     } else {
         args.templates.iter().map(String::as_str).collect()
     };
+
     let clip = Clip::load(&args.model, Device::Cpu).with_context(|| {
         format!(
             "failed to load the CLIP model {} (train one with `cargo xtask train clip`, or \
@@ -237,6 +238,7 @@ fn classify(args: &ClassifyArgs) -> Result<ExitCode> {
     let preprocess = Preprocess::clip(clip.config().vision_config.image_size);
     let pixels = preprocess.files(&args.images)?;
     let probabilities = classifier.probabilities(&clip, &pixels)?;
+
     let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let mut text = String::new();
     for (i, image) in args.images.iter().enumerate() {

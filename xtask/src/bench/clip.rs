@@ -1,7 +1,7 @@
 //! `cargo xtask bench clip`: CLIP ViT-B/32 image and text encoding beside
 //! transformers' `CLIPModel`.
 
-use super::{largest_difference, run_reference, time_forward, TempDir, WARMUP_RUNS};
+use super::{largest_difference, run_forward_reference, time_forward, TempDir, WARMUP_RUNS};
 use anyhow::{ensure, Context, Result};
 use clip::preprocess::Preprocess;
 use clip::tokenizer::Tokenizer;
@@ -103,24 +103,8 @@ pub fn bench_clip(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> 
         tch::no_grad(|| time_forward(|| clip.encode_text(&longest), runs))?;
     drop(clip);
 
-    let outputs_file = dir.0.join("outputs.safetensors");
-    let reference = run_reference(
-        "bench_clip.py",
-        &[
-            "--threads".into(),
-            threads.to_string(),
-            "--model-dir".into(),
-            dir.0.display().to_string(),
-            "--inputs".into(),
-            inputs_file.display().to_string(),
-            "--outputs".into(),
-            outputs_file.display().to_string(),
-            "--runs".into(),
-            runs.to_string(),
-            "--warmup".into(),
-            WARMUP_RUNS.to_string(),
-        ],
-    )?;
+    let (reference, outputs_file) =
+        run_forward_reference("bench_clip.py", threads, &dir, &inputs_file, runs)?;
     let outputs = common::checkpoint::read(&outputs_file)?;
     let mut largest = 0f64;
     for (name, rust) in [
