@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use support::{assert_error, stderr, xtask};
+use support::{assert_error, assert_success, xtask};
 use tch::{Device, Kind, Tensor};
 
 // The sizes of the fixture model, as reference/clip_torchscript.py sets them.
@@ -45,15 +45,6 @@ fn convert(input: &Path, output: &Path) -> Output {
         input.as_os_str(),
         output.as_os_str(),
     ])
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "exit status {:?}, stderr:\n{}",
-        output.status,
-        stderr(output)
-    );
 }
 
 /// Converts the fixture archive into a new directory and returns it.

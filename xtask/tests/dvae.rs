@@ -5,7 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use support::{assert_error, stderr, xtask};
+use support::{assert_error, assert_success, stderr, xtask};
 
 const TINY: &[&str] = &[
     "--hidden",
@@ -39,10 +39,6 @@ fn dvae(command: &str, args: &[&Path], model: &Path) -> Output {
         "1".as_ref(),
     ]);
     xtask(all)
-}
-
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "stderr:\n{}", stderr(output));
 }
 
 fn photograph(name: &str) -> PathBuf {

@@ -23,6 +23,17 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Asserts that the command of `output` succeeded, showing its stderr if
+/// not.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit status {:?}, stderr:\n{}",
+        output.status,
+        stderr(output)
+    );
+}
+
 /// Asserts that `output` is a clean failure (status 1, no panic) whose
 /// stderr contains every one of `expected`, and returns stderr.
 pub fn assert_error(output: &Output, expected: &[&str]) -> String {
