@@ -106,11 +106,24 @@ impl Default for Config {
     }
 }
 
-/// Parameters of one pre-norm transformer layer of width `d` with a
-/// feed-forward layer of width `ff`: four biased `d x d` projections, two
-/// LayerNorms and the two feed-forward projections.
-fn layer_parameters(d: i64, ff: i64) -> i64 {
+/// Counts the parameters of one pre-norm transformer layer of width `d`
+/// with a feed-forward layer of width `ff`: four biased `d x d` projections,
+/// two LayerNorms and the two feed-forward projections.
+fn layer_parameters(d: i128, ff: i128) -> i128 {
     4 * (d * d + d) + 2 * 2 * d + (d * ff + ff) + (ff * d + d)
+}
+
+/// The largest size accepted for any single field, so that the parameter
+/// counts cannot overflow.
+const MAX_SIZE: i64 = 1 << 31;
+
+/// The largest model accepted, in parameters (400 GB in f32), far above
+/// ViT-L/14's 0.43B.
+const MAX_PARAMETERS: i128 = 100_000_000_000;
+
+/// Converts a count that [`Config::validate`] bounds to `i64`.
+fn to_i64(count: i128) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 impl Config {
@@ -213,8 +226,19 @@ impl Config {
     /// `<|endoftext|>`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::format(path, "CLIP config.json", e.to_string()))?;
+        let invalid = |message: String| Error::format(path, "CLIP config.json", message);
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        match value.get("model_type").and_then(|t| t.as_str()) {
+            None | Some("clip") => {}
+            Some(other) => {
+                return Err(invalid(format!(
+                    "model_type is {other:?}: this directory holds another kind of model, \
+                     not CLIP"
+                )))
+            }
+        }
+        let mut config: Self = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
         if config.text_config.eos_token_id == LEGACY_EOS_TOKEN_ID {
             config.text_config.eos_token_id = config.text_config.vocab_size - 1;
         }
@@ -262,11 +286,18 @@ impl Config {
             ("projection_dim", self.projection_dim),
         ];
         for (name, value) in positive {
-            if value < 1 {
+            if !(1..=MAX_SIZE).contains(&value) {
                 return Err(Error::InvalidInput(format!(
-                    "{name} is {value}: it must be at least 1"
+                    "{name} is {value}: it must be from 1 to {MAX_SIZE}"
                 )));
             }
+        }
+        let total = self.count_text() + self.count_vision() + 1;
+        if total > MAX_PARAMETERS {
+            return Err(Error::InvalidInput(format!(
+                "the configuration has {total} parameters, more than the {MAX_PARAMETERS} \
+                 accepted: check its sizes"
+            )));
         }
         for (name, width, heads) in [
             ("text_config", t.hidden_size, t.num_attention_heads),
@@ -323,38 +354,47 @@ impl Config {
 
     /// Returns the number of patches along each side of an image.
     pub fn grid_size(&self) -> i64 {
-        self.vision_config.image_size / self.vision_config.patch_size
+        self.vision_config.image_size / self.vision_config.patch_size.max(1)
     }
 
     /// Counts the parameters of the text encoder and its projection: token and
     /// position embeddings, the layers, the final LayerNorm.
     pub fn text_parameters(&self) -> i64 {
+        to_i64(self.count_text())
+    }
+
+    fn count_text(&self) -> i128 {
         let t = &self.text_config;
-        let d = t.hidden_size;
-        (t.vocab_size + t.max_position_embeddings) * d
-            + t.num_hidden_layers * layer_parameters(d, t.intermediate_size)
+        let d = i128::from(t.hidden_size);
+        (i128::from(t.vocab_size) + i128::from(t.max_position_embeddings)) * d
+            + i128::from(t.num_hidden_layers) * layer_parameters(d, i128::from(t.intermediate_size))
             + 2 * d
-            + d * self.projection_dim
+            + d * i128::from(self.projection_dim)
     }
 
     /// Counts the parameters of the image encoder and its projection: the patch
     /// convolution (no bias), the class token and position embeddings, the
     /// LayerNorms before and after the layers, and the layers.
     pub fn vision_parameters(&self) -> i64 {
+        to_i64(self.count_vision())
+    }
+
+    fn count_vision(&self) -> i128 {
         let v = &self.vision_config;
-        let d = v.hidden_size;
-        let positions = self.grid_size() * self.grid_size() + 1;
-        v.num_channels * v.patch_size * v.patch_size * d
+        let d = i128::from(v.hidden_size);
+        let patch = i128::from(v.patch_size);
+        let grid = i128::from(v.image_size) / patch.max(1);
+        i128::from(v.num_channels) * patch * patch * d
             + d
-            + positions * d
+            + (grid * grid + 1) * d
             + 2 * 2 * d
-            + v.num_hidden_layers * layer_parameters(d, v.intermediate_size)
-            + d * self.projection_dim
+            + i128::from(v.num_hidden_layers) * layer_parameters(d, i128::from(v.intermediate_size))
+            + d * i128::from(self.projection_dim)
     }
 
     /// Counts all parameters, including the learned temperature.
     pub fn num_parameters(&self) -> i64 {
-        self.text_parameters() + self.vision_parameters() + 1
+        to_i64(self.count_text() + self.count_vision() + 1)
     }
 }
 
@@ -383,6 +423,18 @@ mod tests {
             err.contains("image_size 100") && err.contains("32"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn huge_sizes_are_rejected() {
+        let mut config = Config::vit_b_32();
+        config.vision_config.hidden_size = 1 << 40;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("vision_config.hidden_size"), "{err}");
+        config.vision_config.hidden_size = 1 << 30;
+        config.vision_config.num_attention_heads = 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("parameters"), "{err}");
     }
 
     #[test]

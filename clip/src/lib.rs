@@ -13,8 +13,10 @@
 //! # fn main() -> common::Result<()> {
 //! use std::path::Path;
 //! let clip = clip::Clip::load(Path::new("clip-vit-base-patch32"), tch::Device::Cpu)?;
-//! let tokenizer = clip::tokenizer::Tokenizer::from_dir(Path::new("clip-vit-base-patch32"), 77)?;
-//! let pixels = clip::preprocess::Preprocess::clip(224).file(Path::new("cat.jpg"))?.unsqueeze(0);
+//! let context = clip.config().text_config.max_position_embeddings as usize; // 77
+//! let tokenizer = clip::tokenizer::Tokenizer::from_dir(Path::new("clip-vit-base-patch32"), context)?;
+//! let preprocess = clip::preprocess::Preprocess::clip(clip.config().vision_config.image_size);
+//! let pixels = preprocess.file(Path::new("cat.jpg"))?.unsqueeze(0);
 //! let classifier = clip::ZeroShot::new(&clip, &tokenizer, &["cat", "dog"], &["a photo of a {}."])?;
 //! let probabilities = classifier.probabilities(&clip, &pixels)?; // (1, 2)
 //! # Ok(()) }
@@ -77,6 +79,8 @@ impl std::ops::Deref for Clip {
 impl Clip {
     /// Builds a randomly initialised model on `device`.
     pub fn new(config: Config, device: Device) -> Result<Self> {
+        config.validate()?;
+        common::device::check_parameters_fit(config.num_parameters(), "the CLIP configuration")?;
         let vs = VarStore::new(device);
         let model = ClipModel::new(&vs.root(), &config)?;
         Ok(Self { config, model, vs })
@@ -159,6 +163,6 @@ impl Clip {
             )));
         }
         let (per_image, _) = self.logits(pixels, ids)?;
-        Ok(contrastive_loss(&per_image))
+        contrastive_loss(&per_image)
     }
 }

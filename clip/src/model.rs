@@ -219,7 +219,8 @@ impl TextTransformer {
         if seq > self.context_length {
             return Err(Error::InvalidInput(format!(
                 "sequences of {seq} tokens are longer than the context of {} positions: \
-                 truncate them (the tokenizer does, keeping the end-of-text token)",
+                 encode texts with a tokenizer whose context length is the model's \
+                 text_config.max_position_embeddings",
                 self.context_length
             )));
         }
@@ -444,13 +445,24 @@ impl ClipModel {
         self.logit_scale.exp().clamp_max(MAX_LOGIT_SCALE)
     }
 
-    /// Returns the similarity logits of image and text embeddings:
-    /// `(logits_per_image (n_images, n_texts), logits_per_text)`, the scaled
-    /// cosine similarities.
-    pub fn logits_from_embeddings(&self, image: &Tensor, text: &Tensor) -> (Tensor, Tensor) {
-        let per_image = normalize(image).matmul(&normalize(text).tr()) * self.temperature_scale();
+    /// Returns the similarity logits of image embeddings (n_images, dim) and
+    /// text embeddings (n_texts, dim): `(logits_per_image (n_images,
+    /// n_texts), logits_per_text)`, the scaled cosine similarities.
+    pub fn logits_from_embeddings(
+        &self,
+        image: &Tensor,
+        text: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (i, t) = (image.size(), text.size());
+        if i.len() != 2 || t.len() != 2 || i[1] != t[1] {
+            return Err(Error::InvalidInput(format!(
+                "image and text embeddings must be (n, dim) with the same dim, got {i:?} and {t:?}"
+            )));
+        }
+        let per_image =
+            normalize(image).f_matmul(&normalize(text).tr())? * self.temperature_scale();
         let per_text = per_image.tr();
-        (per_image, per_text)
+        Ok((per_image, per_text))
     }
 
     /// Returns `(logits_per_image, logits_per_text)` for a batch of images
@@ -458,22 +470,33 @@ impl ClipModel {
     pub fn logits(&self, pixels: &Tensor, ids: &Tensor) -> Result<(Tensor, Tensor)> {
         let image = self.encode_image(pixels)?;
         let text = self.encode_text(ids)?;
-        Ok(self.logits_from_embeddings(&image, &text))
+        self.logits_from_embeddings(&image, &text)
     }
 }
 
-/// Scales each row to unit Euclidean norm.
+/// Scales each row to unit Euclidean norm. A zero row stays zero.
 pub fn normalize(xs: &Tensor) -> Tensor {
-    xs / xs.norm_scalaropt_dim(2, [-1], true)
+    xs / xs.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
 }
 
 /// CLIP's symmetric contrastive loss of `n` matching pairs: the mean of the
 /// cross-entropy of each image against the `n` texts and of each text
 /// against the `n` images, where pair `i` is the correct class of both.
-pub fn contrastive_loss(logits_per_image: &Tensor) -> Tensor {
-    let n = logits_per_image.size()[0];
+///
+/// `logits_per_image` must be square, `(n, n)` with `n` at least 1.
+pub fn contrastive_loss(logits_per_image: &Tensor) -> Result<Tensor> {
+    let size = logits_per_image.size();
+    let n = match size[..] {
+        [rows, columns] if rows == columns && rows > 0 => rows,
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "the contrastive loss needs square logits (n, n) of n matching pairs, got \
+                 {size:?}"
+            )))
+        }
+    };
     let targets = Tensor::arange(n, (Kind::Int64, logits_per_image.device()));
     let image_loss = logits_per_image.cross_entropy_for_logits(&targets);
     let text_loss = logits_per_image.tr().cross_entropy_for_logits(&targets);
-    (image_loss + text_loss) / 2.0
+    Ok((image_loss + text_loss) / 2.0)
 }

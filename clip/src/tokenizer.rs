@@ -214,7 +214,16 @@ impl Tokenizer {
     }
 }
 
+/// The longest context accepted. Every published CLIP has 77 positions.
+pub const MAX_CONTEXT_LENGTH: usize = 4096;
+
 fn check_context_length(context_length: usize) -> Result<()> {
+    if context_length > MAX_CONTEXT_LENGTH {
+        return Err(Error::InvalidInput(format!(
+            "context length {context_length} is too long: use at most {MAX_CONTEXT_LENGTH} \
+             (CLIP uses 77), the model's text_config.max_position_embeddings"
+        )));
+    }
     if context_length < 2 {
         return Err(Error::InvalidInput(format!(
             "context length {context_length} is too short: a row needs at least 2 positions, \

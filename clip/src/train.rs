@@ -272,7 +272,7 @@ impl Task for ClipTask {
         let (pixels, ids) = self.pairs(&self.train, &indices, &mut rng);
         let pixels = random_shift(&pixels, self.settings.max_shift, &mut rng);
         let (per_image, _) = self.model.logits(&pixels, &ids)?;
-        Ok(contrastive_loss(&per_image))
+        contrastive_loss(&per_image)
     }
 
     /// Returns the contrastive loss on held-out digits in fixed batches with
@@ -295,7 +295,7 @@ impl Task for ClipTask {
         for indices in order.chunks_exact(batch as usize) {
             let (pixels, ids) = self.pairs(&self.eval, indices, &mut rng);
             let (per_image, _) = self.model.logits(&pixels, &ids)?;
-            total += contrastive_loss(&per_image).double_value(&[]);
+            total += contrastive_loss(&per_image)?.double_value(&[]);
             batches += 1;
         }
         self.last_accuracy = Some(self.zero_shot_accuracy()?);

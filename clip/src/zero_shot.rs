@@ -22,11 +22,11 @@ pub struct ZeroShot {
 
 impl ZeroShot {
     /// Embeds the captions `template.replace("{}", label)` of every label
-    /// and template.
+    /// and template; every `{}` of a template takes the label.
     ///
-    /// Errors: an empty label list, a repeated label, no templates, a
-    /// template without `{}`, or a caption longer than the context (it would
-    /// lose its end).
+    /// Errors: an empty label list, an empty or blank label, a repeated
+    /// label, no templates, a template without `{}`, or a caption longer
+    /// than the context (it would lose its end).
     pub fn new(
         clip: &ClipModel,
         tokenizer: &Tokenizer,
@@ -39,6 +39,13 @@ impl ZeroShot {
             ));
         }
         for (i, label) in labels.iter().enumerate() {
+            if label.trim().is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "label {} of {} is empty: give each label some text",
+                    i + 1,
+                    labels.len()
+                )));
+            }
             if labels[..i].contains(label) {
                 return Err(Error::InvalidInput(format!(
                     "the label {label:?} appears twice"
@@ -65,10 +72,11 @@ impl ZeroShot {
             let captions: Vec<&str> = captions.iter().map(String::as_str).collect();
             let encoded = tokenizer.encode_batch(&captions)?;
             if let Some(i) = encoded.truncated.iter().position(|&t| t) {
+                let caption: String = captions[i].chars().take(80).collect();
                 return Err(Error::InvalidInput(format!(
-                    "the caption {:?} is longer than the context of {} tokens: use a shorter \
-                     label or template",
-                    captions[i],
+                    "the caption {caption:?}{} is longer than the context of {} tokens: use a \
+                     shorter label or template",
+                    if caption.len() < captions[i].len() { " ..." } else { "" },
                     tokenizer.context_length()
                 )));
             }

@@ -100,10 +100,12 @@ fn tokens_after_the_end_do_not_matter() {
 #[test]
 fn symmetric_loss_of_perfect_matches_is_small() {
     let logits = Tensor::eye(4, (Kind::Float, Device::Cpu)) * 50.0;
-    assert!(contrastive_loss(&logits).double_value(&[]) < 1e-10);
+    assert!(contrastive_loss(&logits).unwrap().double_value(&[]) < 1e-10);
     let uniform = Tensor::zeros([4, 4], (Kind::Float, Device::Cpu));
     let expected = 4f64.ln();
-    assert!((contrastive_loss(&uniform).double_value(&[]) - expected).abs() < 1e-6);
+    assert!((contrastive_loss(&uniform).unwrap().double_value(&[]) - expected).abs() < 1e-6);
+    let err = contrastive_loss(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu))).unwrap_err();
+    assert!(err.to_string().contains("[2, 3]"), "{err}");
 }
 
 #[test]

@@ -325,6 +325,12 @@ fn context_shorter_than_two_is_error() {
 }
 
 #[test]
+fn context_longer_than_the_limit_is_error() {
+    let err = Tokenizer::from_vocab(&vocab_gz(), 1 << 40).unwrap_err();
+    assert!(err.to_string().contains("is too long"), "{err}");
+}
+
+#[test]
 fn from_dir_without_tokenizer_is_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = Tokenizer::from_dir(dir.path(), CONTEXT_LENGTH).unwrap_err();
@@ -404,6 +410,12 @@ fn vocab_error(bytes: &[u8], expected: &[&str]) -> String {
 fn vocab_not_gzip() {
     vocab_error(b"#version: 0.2\ni n\n", &["not gzip"]);
     vocab_error(b"", &["not gzip"]);
+}
+
+#[test]
+fn vocab_decompressing_to_gigabytes_is_rejected() {
+    let zeros = vec![0u8; 65 << 20];
+    vocab_error(&gzip(&zeros), &["more than 64 MiB"]);
 }
 
 #[test]

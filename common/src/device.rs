@@ -63,6 +63,33 @@ pub fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
+/// Returns the machine's total memory from `/proc/meminfo`, or None where
+/// that file is missing or unreadable.
+pub fn total_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Rejects `parameters` weights of 4 bytes each that cannot fit in the
+/// machine's memory, before libtorch's allocation fails (the variable store
+/// panics when it does). `what` names the model in the message.
+pub fn check_parameters_fit(parameters: i64, what: &str) -> Result<()> {
+    let bytes = parameters as f64 * 4.0;
+    if let Some(total) = total_memory_bytes() {
+        if bytes > total as f64 {
+            return Err(Error::InvalidInput(format!(
+                "{what} has {parameters} parameters, {:.1} GiB in f32, more than the \
+                 {:.1} GiB of memory of this machine: use a smaller configuration",
+                bytes / f64::from(1u32 << 30),
+                total as f64 / f64::from(1u32 << 30)
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

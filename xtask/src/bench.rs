@@ -348,14 +348,7 @@ fn train_config(vocab_size: i64) -> gpt::Config {
     config
 }
 
-/// Returns the machine's total memory from `/proc/meminfo`, or None where
-/// that file is missing or unreadable.
-fn total_memory_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+use common::device::total_memory_bytes;
 
 /// Rejects a configuration whose training step cannot fit in memory, before
 /// libtorch's allocations fail (the variable store panics when they do).

@@ -9,6 +9,7 @@ use clip::tokenizer::Tokenizer;
 use clip::train::{ClipTask, Settings};
 use clip::{Clip, ClipModel, Config, ZeroShot};
 use common::train::{train, TrainOptions};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tch::nn::VarStore;
@@ -29,42 +30,91 @@ pub struct TrainArgs {
     /// Continue the run saved in --out.
     #[arg(long)]
     resume: bool,
-    /// Image-caption pairs per batch.
-    #[arg(long, default_value_t = 128)]
-    batch_size: i64,
-    /// Move each training digit by up to this many pixels in each
-    /// direction, a random translation; 0 disables it.
-    #[arg(long, default_value_t = 2)]
-    max_shift: i64,
+    #[command(flatten)]
+    settings: SettingArgs,
     /// Optimizer steps in total, including those of a resumed run.
     #[arg(long, default_value_t = 2400)]
     steps: u64,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    lr: f64,
-    /// Final learning rate of the cosine decay [default: lr / 10].
-    #[arg(long, allow_negative_numbers = true)]
-    min_lr: Option<f64>,
-    /// Steps of linear learning-rate warm-up.
-    #[arg(long, default_value_t = 100)]
-    warmup: u64,
-    /// AdamW weight decay of matrices and embeddings.
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
-    weight_decay: f64,
-    /// Clip the gradient norm to this value; 0 disables clipping.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    grad_clip: f64,
     /// Evaluate (held-out loss and zero-shot accuracy) every this many steps.
     #[arg(long, default_value_t = 200)]
     eval_every: u64,
     /// Write a checkpoint every this many steps [default: --eval-every].
     #[arg(long)]
     checkpoint_every: Option<u64>,
-    /// Seeds the initial weights and the batches.
-    #[arg(long, default_value_t = 1337)]
-    seed: u64,
-    #[arg(long)]
+    /// Intra-op threads (default: libtorch's choice, every core).
+    #[arg(long, allow_negative_numbers = true)]
     threads: Option<i32>,
+}
+
+/// The options that decide what a run computes. A resumed run takes them
+/// from [`SETTINGS_FILE`], and giving one with another value is an error,
+/// so that it ends as an uninterrupted run would.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct SettingArgs {
+    /// Image-caption pairs per batch [default: 128].
+    #[arg(long, allow_negative_numbers = true)]
+    batch_size: Option<i64>,
+    /// Move each training digit by up to this many pixels in each
+    /// direction, a random translation; 0 disables it [default: 2].
+    #[arg(long, allow_negative_numbers = true)]
+    max_shift: Option<i64>,
+    /// Peak learning rate [default: 1e-3].
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// Final learning rate of the cosine decay [default: lr / 10].
+    #[arg(long, allow_negative_numbers = true)]
+    min_lr: Option<f64>,
+    /// Steps of linear learning-rate warm-up [default: 100].
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// AdamW weight decay of matrices and embeddings [default: 0.1].
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
+    /// Clip the gradient norm to this value; 0 disables clipping
+    /// [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    grad_clip: Option<f64>,
+    /// Seeds the initial weights and the batches [default: 1337].
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// The file of a run directory that keeps the run's [`SettingArgs`].
+const SETTINGS_FILE: &str = "train-settings.json";
+
+impl SettingArgs {
+    /// Fills every option not given with its default.
+    fn with_defaults(&self) -> Self {
+        let lr = self.lr.unwrap_or(1e-3);
+        Self {
+            batch_size: Some(self.batch_size.unwrap_or(128)),
+            max_shift: Some(self.max_shift.unwrap_or(2)),
+            lr: Some(lr),
+            min_lr: Some(self.min_lr.unwrap_or(lr / 10.0)),
+            warmup: Some(self.warmup.unwrap_or(100)),
+            weight_decay: Some(self.weight_decay.unwrap_or(0.1)),
+            grad_clip: Some(self.grad_clip.unwrap_or(1.0)),
+            seed: Some(self.seed.unwrap_or(1337)),
+        }
+    }
+
+    /// Returns the settings `saved` by the run being resumed, after checking
+    /// that every option given agrees with them.
+    fn resumed(&self, saved: &Self) -> Result<Self> {
+        let given = serde_json::to_value(self)?;
+        let kept = serde_json::to_value(saved)?;
+        for (name, value) in given.as_object().into_iter().flatten() {
+            if !value.is_null() && kept.get(name) != Some(value) {
+                anyhow::bail!(
+                    "--{} {value} differs from the {} of the run being resumed: leave it \
+                     out, so that the run ends as an uninterrupted one would",
+                    name.replace('_', "-"),
+                    kept.get(name).unwrap_or(&serde_json::Value::Null)
+                );
+            }
+        }
+        Ok(saved.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -79,9 +129,9 @@ pub struct ClassifyArgs {
     /// TIFF, WebP).
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
-    /// The labels to choose from, separated by commas ("cat,dog") or given
-    /// one per --labels.
-    #[arg(long, required = true, value_delimiter = ',', num_args = 1..)]
+    /// The labels to choose from, separated by commas ("cat,dog"); repeat
+    /// --labels for labels that contain commas.
+    #[arg(long, required = true, value_delimiter = ',')]
     labels: Vec<String>,
     /// A caption template with {} where the label goes; repeat it for a
     /// prompt ensemble [default: "a photo of a {}."].
@@ -92,7 +142,8 @@ pub struct ClassifyArgs {
     /// installed openai-clip package).
     #[arg(long, default_value = DEFAULT_RUN)]
     model: PathBuf,
-    #[arg(long)]
+    /// Intra-op threads (default: libtorch's choice, every core).
+    #[arg(long, allow_negative_numbers = true)]
     threads: Option<i32>,
 }
 
@@ -111,21 +162,41 @@ pub fn train_clip(args: &TrainArgs) -> Result<ExitCode> {
         out.display()
     );
     crate::train::check_run_dir(out, args.resume)?;
+    let settings_path = out.join(SETTINGS_FILE);
+    let settings = if args.resume {
+        let text = std::fs::read_to_string(&settings_path).with_context(|| {
+            format!("failed to resume: cannot read {}", settings_path.display())
+        })?;
+        let saved: SettingArgs = serde_json::from_str(&text)
+            .with_context(|| format!("failed to resume: {} is invalid", settings_path.display()))?;
+        args.settings.resumed(&saved.with_defaults())?
+    } else {
+        args.settings.with_defaults()
+    };
+    // Every field is Some after `with_defaults`.
+    let batch_size = settings.batch_size.unwrap_or_default();
+    let max_shift = settings.max_shift.unwrap_or_default();
+    let seed = settings.seed.unwrap_or_default();
     ensure!(
-        (2..=MAX_BATCH).contains(&args.batch_size),
-        "--batch-size {} is invalid: use 2 to {MAX_BATCH}",
-        args.batch_size
+        (2..=MAX_BATCH).contains(&batch_size),
+        "--batch-size {batch_size} is invalid: use 2 to {MAX_BATCH}"
+    );
+    let side = common::mnist::SIDE;
+    ensure!(
+        (0..side / 2).contains(&max_shift),
+        "--max-shift {max_shift} is invalid: use 0 to {}",
+        side / 2 - 1
     );
     let options = TrainOptions {
         steps: args.steps,
-        learning_rate: args.lr,
-        min_learning_rate: args.min_lr.unwrap_or(args.lr / 10.0),
-        warmup_steps: args.warmup,
-        weight_decay: args.weight_decay,
-        grad_clip: args.grad_clip,
+        learning_rate: settings.lr.unwrap_or_default(),
+        min_learning_rate: settings.min_lr.unwrap_or_default(),
+        warmup_steps: settings.warmup.unwrap_or_default(),
+        weight_decay: settings.weight_decay.unwrap_or_default(),
+        grad_clip: settings.grad_clip.unwrap_or_default(),
         eval_every: args.eval_every,
         checkpoint_every: args.checkpoint_every.unwrap_or(args.eval_every),
-        seed: args.seed,
+        seed,
         ..Default::default()
     };
     options.validate()?;
@@ -155,13 +226,13 @@ pub fn train_clip(args: &TrainArgs) -> Result<ExitCode> {
         config.num_parameters() as f64 / 1e6
     );
 
-    tch::manual_seed(args.seed as i64);
+    tch::manual_seed(seed as i64);
     let mut vs = VarStore::new(Device::Cpu);
     let model = ClipModel::new(&vs.root(), &config)?;
-    let settings = Settings {
-        batch_size: args.batch_size,
-        max_shift: args.max_shift,
-        seed: args.seed,
+    let task_settings = Settings {
+        batch_size,
+        max_shift,
+        seed,
     };
     let mut task = ClipTask::new(
         model,
@@ -169,8 +240,16 @@ pub fn train_clip(args: &TrainArgs) -> Result<ExitCode> {
         tokenizer,
         train_digits,
         eval_digits,
-        settings,
+        task_settings,
     )?;
+    if !args.resume {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("failed to create {}", out.display()))?;
+        common::checkpoint::write_atomic(
+            &settings_path,
+            serde_json::to_string_pretty(&settings)?.as_bytes(),
+        )?;
+    }
     let report = train(&mut vs, &mut task, &options, out, args.resume)?;
     let last = report
         .evaluations
@@ -227,9 +306,13 @@ fn classify(args: &ClassifyArgs) -> Result<ExitCode> {
     };
 
     let clip = Clip::load(&args.model, Device::Cpu).with_context(|| {
+        let hint = if args.model == Path::new(DEFAULT_RUN) {
+            " (train one with `cargo xtask train clip`, or pass --model)"
+        } else {
+            ""
+        };
         format!(
-            "failed to load the CLIP model {} (train one with `cargo xtask train clip`, or \
-             pass --model)",
+            "failed to load the CLIP model {}{hint}",
             args.model.display()
         )
     })?;
@@ -238,6 +321,12 @@ fn classify(args: &ClassifyArgs) -> Result<ExitCode> {
     let preprocess = Preprocess::clip(clip.config().vision_config.image_size);
     let pixels = preprocess.files(&args.images)?;
     let probabilities = classifier.probabilities(&clip, &pixels)?;
+    ensure!(
+        probabilities.isfinite().all().int64_value(&[]) != 0,
+        "the model gives probabilities that are not numbers: its weights in {} contain \
+         NaN or infinite values",
+        args.model.display()
+    );
 
     let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let mut text = String::new();

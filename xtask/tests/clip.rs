@@ -67,6 +67,8 @@ fn train_resume_and_classify() {
 
     let again = train(&out, "4", "16", &[]);
     assert_error(&again, &["--resume"]);
+    let changed = train(&out, "4", "16", &["--resume", "--max-shift", "0"]);
+    assert_error(&changed, &["--max-shift 0", "the 2 of the run"]);
     let resumed = train(&out, "4", "16", &["--resume"]);
     assert_success(&resumed);
     assert!(
@@ -128,7 +130,7 @@ fn train_resume_and_classify() {
     let missing = dir.path().join("missing");
     assert_error(
         &classify(&missing, &[&seven], &["--labels", DIGITS]),
-        &["config.json", "train clip"],
+        &["config.json", "convert clip-torchscript"],
     );
 }
 
@@ -139,7 +141,7 @@ fn bad_training_options_are_errors() {
     assert_error(&train(&out, "2", "1", &[]), &["--batch-size 1"]);
     assert_error(
         &train(&out, "2", "16", &["--max-shift", "14"]),
-        &["shift of 14"],
+        &["--max-shift 14"],
     );
     assert_error(&train(&out, "0", "16", &[]), &["steps"]);
     assert_error(

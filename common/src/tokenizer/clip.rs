@@ -192,6 +192,11 @@ pub fn clip_from_vocab(bpe_gz: &Path) -> Result<(Value, Value)> {
 
 /// Reads a gzip file (one or more members, as Python's `gzip` reads it) as
 /// UTF-8 text.
+/// The largest decompressed vocabulary accepted, in bytes. OpenAI's file
+/// is 1.36 MB, so this leaves ample room and stops a small file that
+/// decompresses to gigabytes.
+const MAX_TEXT_BYTES: u64 = 64 << 20;
+
 fn read_gzip_text(path: &Path) -> Result<String> {
     let compressed = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let invalid = |message: String| Error::format(path, FORMAT, message);
@@ -202,8 +207,15 @@ fn read_gzip_text(path: &Path) -> Result<String> {
     }
     let mut bytes = Vec::new();
     flate2::read::MultiGzDecoder::new(compressed.as_slice())
+        .take(MAX_TEXT_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| invalid(format!("the gzip data is truncated or corrupt: {e}")))?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        return Err(invalid(format!(
+            "it decompresses to more than {} MiB, far more than a CLIP vocabulary:              pass bpe_simple_vocab_16e6.txt.gz of the openai-clip package",
+            MAX_TEXT_BYTES >> 20
+        )));
+    }
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
