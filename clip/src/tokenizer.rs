@@ -3,7 +3,7 @@
 //! them.
 //!
 //! The BPE is the `tokenizer.json` that transformers 5.25 builds for
-//! `CLIPTokenizer` ([`common::tokenizer::clip_from_vocab`]); before it the
+//! `CLIPTokenizer` ([`common::tokenizer::clip_from_vocab`]). Before it, the
 //! text is cleaned as openai-clip's `simple_tokenizer.py` cleans it (ftfy's
 //! fixes, HTML entities, whitespace, lowercase), which transformers does
 //! not do. The cleaning takes the place of the normalizer of
@@ -214,7 +214,8 @@ impl Tokenizer {
     }
 }
 
-/// The longest context accepted. Every published CLIP has 77 positions.
+/// The maximum context length accepted. Every published CLIP has 77
+/// positions.
 pub const MAX_CONTEXT_LENGTH: usize = 4096;
 
 fn check_context_length(context_length: usize) -> Result<()> {

@@ -72,11 +72,14 @@ impl ZeroShot {
             let captions: Vec<&str> = captions.iter().map(String::as_str).collect();
             let encoded = tokenizer.encode_batch(&captions)?;
             if let Some(i) = encoded.truncated.iter().position(|&t| t) {
-                let caption: String = captions[i].chars().take(80).collect();
+                // A caption of a very long label is shown by its start only.
+                let mut caption: String = captions[i].chars().take(80).collect();
+                if caption.len() < captions[i].len() {
+                    caption.push_str(" ...");
+                }
                 return Err(Error::InvalidInput(format!(
-                    "the caption {caption:?}{} is longer than the context of {} tokens: use a \
+                    "the caption {caption:?} is longer than the context of {} tokens: use a \
                      shorter label or template",
-                    if caption.len() < captions[i].len() { " ..." } else { "" },
                     tokenizer.context_length()
                 )));
             }

@@ -4,12 +4,12 @@
 //!
 //! The vocabulary is built as openai-clip's `clip/simple_tokenizer.py`
 //! builds it, and the result is what transformers 5.25 builds for
-//! `CLIPTokenizer` (`CLIPTokenizerFast` is the same class there): the text
-//! is normalized (NFC, whitespace runs to one space, lowercase), split into
-//! words, numbers (one digit each) and runs of other symbols with the
-//! whitespace dropped, spelled in the byte alphabet, and merged with `</w>`
-//! marking the last character of each piece; `<|startoftext|>` and
-//! `<|endoftext|>` wrap each sequence.
+//! `CLIPTokenizer` (`CLIPTokenizerFast` is the same class there). The text
+//! is normalized (NFC, whitespace runs to one space, lowercase) and split
+//! into words, numbers (one digit each) and runs of other symbols, with the
+//! whitespace dropped. Each piece is spelled in the byte alphabet and
+//! merged, with `</w>` marking its last character, and `<|startoftext|>`
+//! and `<|endoftext|>` wrap each sequence.
 //!
 //! openai-clip also cleans the text before all that (ftfy and HTML
 //! unescaping), which `tokenizer.json` cannot express: the `clip` crate's
@@ -83,8 +83,8 @@ pub fn clip_from_vocab(bpe_gz: &Path) -> Result<(Value, Value)> {
     let mut tokens: Vec<String> = Vec::with_capacity(2 * 256 + MERGES + 2);
     let mut alphabet: Vec<char> = bytes_to_unicode().to_vec();
     // `simple_tokenizer.py` lists the printable bytes first, then the
-    // others; each set maps to increasing code points, the first to
-    // themselves and the second from U+0100 up, so that is code point order.
+    // others. The first set maps to itself and the second to code points
+    // from U+0100 up, both in increasing order, so the list is sorted.
     alphabet.sort_unstable();
     tokens.extend(alphabet.iter().map(char::to_string));
     tokens.extend(alphabet.iter().map(|c| format!("{c}{END_OF_WORD}")));
