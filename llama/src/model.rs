@@ -37,6 +37,12 @@ impl Cache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Returns the memory of the cached keys and values of every layer in
+    /// bytes.
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(KvCache::bytes).sum()
+    }
 }
 
 #[derive(Debug)]

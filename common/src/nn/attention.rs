@@ -80,6 +80,13 @@ impl KvCache {
         self.kv.is_none()
     }
 
+    /// Returns the memory of the cached keys and values in bytes.
+    pub fn bytes(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, v)| {
+            (k.numel() + v.numel()) * k.kind().elt_size_in_bytes()
+        })
+    }
+
     /// Appends keys and values of shape `(batch, kv_heads, seq, head_dim)` and
     /// returns all cached keys and values including them.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
