@@ -334,6 +334,15 @@ pub trait Task {
     /// directory) to `dir`.
     fn export(&self, vs: &VarStore, dir: &Path) -> Result<()>;
 
+    /// Runs after the optimizer update of step `step`, without gradients
+    /// (for example to update an exponential moving average of the
+    /// weights). Variables it changes must be in the variable store, so that
+    /// the training state saves them.
+    fn after_step(&mut self, step: u64) -> Result<()> {
+        let _ = step;
+        Ok(())
+    }
+
     /// Other measurements of the last [`Task::eval_loss`], shown after the
     /// losses (for example `"PSNR 21.4 dB"`).
     fn eval_summary(&self) -> Option<String> {
@@ -501,6 +510,7 @@ pub fn train(
             optimizer.clip_grad_norm(options.grad_clip)?;
         }
         optimizer.step(lr)?;
+        tch::no_grad(|| task.after_step(step))?;
         loss_sum += value;
         loss_count += 1;
 

@@ -19,6 +19,9 @@
 //! - `train clip`: train a small CLIP on MNIST's digits with captions from
 //!   templates
 //! - `clip classify IMAGE... --labels ...`: zero-shot classification
+//! - `train ddpm`: train a DDPM on MNIST's digits padded to 32 x 32
+//! - `sample ddpm OUT.png`: a grid of samples from a diffusers DDPM pipeline,
+//!   optionally scored by a digit classifier
 //! - `bench generate`: SmolLM2 prefill and decode speed beside transformers
 //! - `bench train-gpt`, `bench decode-gpt`: a GPT-2 training step beside
 //!   PyTorch, and GPT-2 124M decoding beside transformers
@@ -29,6 +32,7 @@
 mod bench;
 mod clip;
 mod convert;
+mod ddpm;
 mod doctor;
 mod dvae;
 mod generate;
@@ -42,7 +46,7 @@ use std::process::ExitCode;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Model zoo tasks: doctor, convert, generate, train, dvae, clip, bench"
+    about = "Model zoo tasks: doctor, convert, generate, train, dvae, clip, sample, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -67,6 +71,9 @@ enum Command {
     /// Classify images zero-shot with a CLIP model.
     #[command(subcommand)]
     Clip(clip::Command),
+    /// Sample images from a diffusion model.
+    #[command(subcommand)]
+    Sample(ddpm::Command),
     /// Measure speed beside the Python reference implementations.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -126,6 +133,7 @@ fn main() -> ExitCode {
         Command::Train(command) => train::run(command),
         Command::Dvae(command) => dvae::run(command),
         Command::Clip(command) => clip::run(command),
+        Command::Sample(command) => ddpm::run(command),
         Command::Bench(command) => bench::run(command),
     };
     match result {

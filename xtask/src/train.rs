@@ -35,6 +35,9 @@ pub enum Train {
     /// Train a small CLIP on MNIST's digits with captions from templates,
     /// evaluated zero-shot on held-out digits with held-out templates.
     Clip(crate::clip::TrainArgs),
+    /// Train a DDPM on MNIST's digits padded to 32 x 32, with an exponential
+    /// moving average of the weights, then sample and score digits.
+    Ddpm(crate::ddpm::TrainArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -171,6 +174,7 @@ pub fn run(command: Train) -> Result<ExitCode> {
         }
         Train::Dvae(args) => crate::dvae::train_dvae(&args),
         Train::Clip(args) => crate::clip::train_clip(&args),
+        Train::Ddpm(args) => crate::ddpm::train_ddpm(&args),
     }
 }
 
@@ -259,6 +263,8 @@ pub fn check_run_dir(out: &Path, resume: bool) -> Result<()> {
                 "model.safetensors",
                 dvae::ENCODER_FILE,
                 dvae::DECODER_FILE,
+                diffusion::pipeline::MODEL_INDEX_FILE,
+                "unet",
             ]
             .iter()
             .any(|name| out.join(name).exists()) =>

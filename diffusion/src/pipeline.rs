@@ -1,0 +1,148 @@
+//! A U-Net with its scheduler, in the directory layout of diffusers'
+//! `DDPMPipeline`: `model_index.json`, `unet/` (a U-Net directory) and
+//! `scheduler/scheduler_config.json`. The reverse process starts from
+//! Gaussian noise and applies the scheduler's steps to the U-Net's
+//! predictions.
+
+use crate::scheduler::{DdimScheduler, DdimStepOptions, DdpmScheduler, SchedulerConfig};
+use crate::UNet2DModel;
+use common::{Error, Result};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// The file that names a pipeline's components.
+pub const MODEL_INDEX_FILE: &str = "model_index.json";
+/// The scheduler configuration inside `scheduler/`.
+pub const SCHEDULER_FILE: &str = "scheduler_config.json";
+
+/// The reverse-process sampler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// Ancestral sampling with the posterior variance (Ho et al., 2020).
+    Ddpm,
+    /// DDIM (Song et al., 2021): deterministic at eta 0.
+    Ddim,
+}
+
+/// A U-Net and the noise schedule it was trained with.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub unet: UNet2DModel,
+    pub scheduler: SchedulerConfig,
+}
+
+impl Pipeline {
+    /// Loads a pipeline directory, or a bare U-Net directory with the DDPM
+    /// scheduler defaults (1000 linear betas from 1e-4 to 0.02, epsilon
+    /// prediction).
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        let scheduler_path = dir.join("scheduler").join(SCHEDULER_FILE);
+        let scheduler = if scheduler_path.is_file() {
+            SchedulerConfig::from_file(&scheduler_path)?
+        } else {
+            SchedulerConfig::default()
+        };
+        let unet = crate::load_unet(dir, device)?;
+        Ok(Self { unet, scheduler })
+    }
+
+    /// Writes `model_index.json` and `scheduler/scheduler_config.json` into
+    /// a pipeline directory whose `unet/` is written separately, so that
+    /// diffusers' `DDPMPipeline.from_pretrained` reads it.
+    pub fn save_scheduler(dir: &Path, scheduler: &SchedulerConfig) -> Result<()> {
+        let scheduler_dir = dir.join("scheduler");
+        std::fs::create_dir_all(&scheduler_dir).map_err(|e| Error::io(&scheduler_dir, e))?;
+        let mut config = serde_json::to_value(scheduler)
+            .map_err(|e| Error::InvalidInput(format!("cannot serialise the scheduler: {e}")))?;
+        if let Some(map) = config.as_object_mut() {
+            map.insert("_class_name".into(), "DDPMScheduler".into());
+        }
+        write_json(&scheduler_dir.join(SCHEDULER_FILE), &config)?;
+        let index = serde_json::json!({
+            "_class_name": "DDPMPipeline",
+            "_diffusers_version": "0.42.1",
+            "scheduler": ["diffusers", "DDPMScheduler"],
+            "unet": ["diffusers", "UNet2DModel"],
+        });
+        write_json(&dir.join(MODEL_INDEX_FILE), &index)
+    }
+
+    /// Draws `count` samples with `steps` denoising steps and returns them
+    /// as images in `[0, 1]`, `(count, channels, height, width)` at the
+    /// U-Net's `sample_size`. The seed fixes the initial noise and every
+    /// step's noise; `eta` applies to DDIM only.
+    pub fn sample(
+        &self,
+        sampler: SamplerKind,
+        steps: i64,
+        eta: f64,
+        count: i64,
+        seed: u64,
+    ) -> Result<Tensor> {
+        let config = self.unet.config();
+        let (height, width) = config
+            .sample_size
+            .map(|s| s.height_width())
+            .ok_or_else(|| {
+                Error::InvalidInput(
+                    "the U-Net's config.json has no sample_size: set it to the training \
+                     resolution"
+                        .into(),
+                )
+            })?;
+        if count < 1 {
+            return Err(Error::InvalidInput(format!(
+                "{count} samples requested: ask for at least 1"
+            )));
+        }
+        let device = self.unet_device();
+        tch::manual_seed(seed as i64);
+        let shape = [count, config.in_channels, height, width];
+        let mut sample = Tensor::f_randn(shape, (Kind::Float, device))?;
+        let bar = common::progress::bar(steps.max(0) as u64, "denoising");
+        let samples = tch::no_grad(|| -> Result<Tensor> {
+            match sampler {
+                SamplerKind::Ddpm => {
+                    let mut scheduler = DdpmScheduler::new(self.scheduler.clone())?;
+                    scheduler.set_timesteps(steps)?;
+                    for &t in scheduler.timesteps().to_vec().iter() {
+                        let timestep = Tensor::from(t).to_device(device);
+                        let output = self.unet.forward(&sample, &timestep, false)?;
+                        sample = scheduler.step(&output, t, &sample, None)?.prev_sample;
+                        bar.inc(1);
+                    }
+                }
+                SamplerKind::Ddim => {
+                    let mut scheduler = DdimScheduler::new(self.scheduler.clone())?;
+                    scheduler.set_timesteps(steps)?;
+                    for &t in scheduler.timesteps().to_vec().iter() {
+                        let timestep = Tensor::from(t).to_device(device);
+                        let output = self.unet.forward(&sample, &timestep, false)?;
+                        let options = DdimStepOptions {
+                            eta,
+                            use_clipped_model_output: false,
+                        };
+                        sample = scheduler
+                            .step(&output, t, &sample, options, None)?
+                            .prev_sample;
+                        bar.inc(1);
+                    }
+                }
+            }
+            Ok(sample)
+        })?;
+        bar.finish_and_clear();
+        Ok(((samples + 1.0) / 2.0).clamp(0.0, 1.0))
+    }
+
+    fn unet_device(&self) -> Device {
+        self.unet.device()
+    }
+}
+
+/// Writes `value` as indented JSON, atomically.
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::InvalidInput(format!("cannot serialise {}: {e}", path.display())))?;
+    common::checkpoint::write_atomic(path, text.as_bytes())
+}

@@ -1,0 +1,241 @@
+//! Training on images: the [`common::train::Task`] of a DDPM, with the
+//! simplified objective of Ho et al. (2020), an exponential moving average
+//! of the weights, and a held-out loss.
+//!
+//! Each step draws a batch `x_0`, a timestep `t` uniformly from `0..T` and
+//! noise `eps ~ N(0, I)` per image, and minimises the mean squared error
+//! between the U-Net's output at `x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t)
+//! eps` and the target of the prediction type (`eps` for epsilon
+//! prediction). After every optimizer update the moving average
+//! `ema = decay * ema + (1 - decay) * w` follows the weights, with diffusers'
+//! warm-up `decay = min(decay, (1 + n) / (10 + n))` after `n` updates. The
+//! averaged weights are the ones evaluated and exported.
+
+use crate::schedule::{NoiseSchedule, Prediction};
+use crate::{Config, UNet2DModel};
+use common::train::{step_rng, Task};
+use common::{Error, Result};
+use rand::Rng;
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::Tensor;
+
+/// The prefix of the trained weights in the variable store.
+pub const MODEL_PREFIX: &str = "unet.";
+/// The prefix of the moving average of the weights in the variable store.
+pub const EMA_PREFIX: &str = "ema.";
+
+/// Held-out images scored by [`Task::eval_loss`], each at one fixed
+/// timestep and noise.
+const EVAL_IMAGES: i64 = 512;
+
+/// Loads MNIST's digits zero-padded to 32 x 32 and scaled to `[-1, 1]`, as
+/// `(train, eval)` sets `(n, 1, 32, 32)`, with the last 10% of each digit
+/// held out.
+pub fn mnist() -> Result<(Tensor, Tensor)> {
+    let (train, eval) = common::mnist::load(0.1)?;
+    let scale =
+        |images: &Tensor| -> Result<Tensor> { Ok(crate::digits::pad_to_32(images)? * 2.0 - 1.0) };
+    Ok((scale(&train.images)?, scale(&eval.images)?))
+}
+
+/// The DDPM training task over a fixed set of images.
+pub struct DdpmTask {
+    unet: UNet2DModel,
+    ema: UNet2DModel,
+    /// `(trained, averaged)` pairs of the same variable.
+    pairs: Vec<(Tensor, Tensor)>,
+    ema_decay: f64,
+    schedule: NoiseSchedule,
+    prediction: Prediction,
+    images: Tensor,
+    eval: Tensor,
+    eval_timesteps: Tensor,
+    eval_noise: Tensor,
+    batch_size: i64,
+    seed: u64,
+    config: Config,
+    /// Writes the scheduler configuration beside the U-Net on export.
+    export_extra: Box<dyn Fn(&Path) -> Result<()>>,
+}
+
+/// Settings of [`DdpmTask::new`].
+pub struct DdpmSettings {
+    pub batch_size: i64,
+    /// The moving average's decay per update, in `[0, 1)`.
+    pub ema_decay: f64,
+    pub prediction: Prediction,
+    pub seed: u64,
+}
+
+impl DdpmTask {
+    /// Builds the trained U-Net under `unet.` and its moving average under
+    /// `ema.` of `vs` (the average is not trainable but is saved with the
+    /// training state), over `images` `(n, channels, h, w)` in `[-1, 1]`.
+    /// `export_extra` writes whatever else the model directory needs (the
+    /// scheduler configuration) into the exported directory.
+    pub fn new(
+        vs: &VarStore,
+        config: &Config,
+        schedule: NoiseSchedule,
+        (images, eval): (Tensor, Tensor),
+        settings: DdpmSettings,
+        export_extra: Box<dyn Fn(&Path) -> Result<()>>,
+    ) -> Result<Self> {
+        if !(0.0..1.0).contains(&settings.ema_decay) {
+            return Err(Error::InvalidInput(format!(
+                "EMA decay {} is out of range: it must be in [0, 1)",
+                settings.ema_decay
+            )));
+        }
+        if settings.batch_size < 1 {
+            return Err(Error::InvalidInput(format!(
+                "batch size {} is invalid: it must be at least 1",
+                settings.batch_size
+            )));
+        }
+        for (name, set) in [("training", &images), ("held-out", &eval)] {
+            let size = set.size();
+            if size.len() != 4 || size[0] == 0 || size[1] != config.in_channels {
+                return Err(Error::InvalidInput(format!(
+                    "the {name} images have shape {size:?}: expected a non-empty \
+                     (n, {}, height, width) set",
+                    config.in_channels
+                )));
+            }
+        }
+        let unet = UNet2DModel::new(&(vs.root() / "unet"), config)?;
+        let ema = UNet2DModel::new(&(vs.root() / "ema"), config)?;
+        let variables = vs.variables();
+        let mut pairs = Vec::new();
+        tch::no_grad(|| -> Result<()> {
+            for (name, trained) in &variables {
+                let Some(rest) = name.strip_prefix(MODEL_PREFIX) else {
+                    continue;
+                };
+                let averaged = variables[&format!("{EMA_PREFIX}{rest}")].set_requires_grad(false);
+                averaged.shallow_clone().f_copy_(trained)?;
+                pairs.push((trained.shallow_clone(), averaged));
+            }
+            Ok(())
+        })?;
+
+        // One fixed (timestep, noise) per held-out image, so that every
+        // evaluation scores the same problems.
+        let eval = eval.narrow(0, 0, eval.size()[0].min(EVAL_IMAGES));
+        let n = eval.size()[0];
+        let mut rng = step_rng(settings.seed, u64::MAX);
+        let timesteps: Vec<i64> = (0..n)
+            .map(|_| rng.random_range(0..schedule.len()))
+            .collect();
+        let eval_timesteps = Tensor::from_slice(&timesteps).to_device(eval.device());
+        tch::manual_seed(settings.seed as i64);
+        let eval_noise = eval.randn_like();
+
+        Ok(Self {
+            unet,
+            ema,
+            pairs,
+            ema_decay: settings.ema_decay,
+            schedule,
+            prediction: settings.prediction,
+            images,
+            eval,
+            eval_timesteps,
+            eval_noise,
+            batch_size: settings.batch_size,
+            seed: settings.seed,
+            config: config.clone(),
+            export_extra,
+        })
+    }
+
+    /// The U-Net with the averaged weights.
+    pub fn ema(&self) -> &UNet2DModel {
+        &self.ema
+    }
+
+    /// Returns the loss of `model` on `x_0` at `timesteps` with `noise`.
+    fn loss(
+        &self,
+        model: &UNet2DModel,
+        original: &Tensor,
+        timesteps: &Tensor,
+        noise: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let noisy = self.schedule.add_noise(original, noise, timesteps)?;
+        let target = self
+            .schedule
+            .target(self.prediction, original, noise, timesteps)?;
+        let output = model.forward(&noisy, timesteps, train)?;
+        Ok(output.mse_loss(&target, tch::Reduction::Mean))
+    }
+}
+
+impl Task for DdpmTask {
+    fn train_loss(&mut self, step: u64) -> Result<Tensor> {
+        let mut rng = step_rng(self.seed, step);
+        let n = self.images.size()[0];
+        let index: Vec<i64> = (0..self.batch_size)
+            .map(|_| rng.random_range(0..n))
+            .collect();
+        let timesteps: Vec<i64> = (0..self.batch_size)
+            .map(|_| rng.random_range(0..self.schedule.len()))
+            .collect();
+        let device = self.images.device();
+        let batch = self
+            .images
+            .index_select(0, &Tensor::from_slice(&index).to_device(device));
+        let timesteps = Tensor::from_slice(&timesteps).to_device(device);
+        // The training loop seeds libtorch's generator per step, so the noise
+        // of a resumed run equals that of an uninterrupted one.
+        let noise = batch.randn_like();
+        self.loss(&self.unet, &batch, &timesteps, &noise, true)
+    }
+
+    fn after_step(&mut self, step: u64) -> Result<()> {
+        let updates = (step + 1) as f64;
+        let decay = self.ema_decay.min((1.0 + updates) / (10.0 + updates));
+        for (trained, averaged) in &self.pairs {
+            // ema + (1 - decay) (w - ema) = decay ema + (1 - decay) w
+            let _ = averaged.shallow_clone().f_lerp_(trained, 1.0 - decay)?;
+        }
+        Ok(())
+    }
+
+    fn eval_loss(&mut self) -> Result<f64> {
+        let mut total = 0.0;
+        let n = self.eval.size()[0];
+        let chunk = self.batch_size.max(64);
+        tch::no_grad(|| -> Result<()> {
+            for start in (0..n).step_by(chunk as usize) {
+                let len = chunk.min(n - start);
+                let loss = self.loss(
+                    &self.ema,
+                    &self.eval.narrow(0, start, len),
+                    &self.eval_timesteps.narrow(0, start, len),
+                    &self.eval_noise.narrow(0, start, len),
+                    false,
+                )?;
+                total += loss.f_double_value(&[])? * len as f64;
+            }
+            Ok(())
+        })?;
+        Ok(total / n as f64)
+    }
+
+    fn items_per_step(&self) -> u64 {
+        self.batch_size as u64
+    }
+
+    fn item_name(&self) -> &'static str {
+        "img"
+    }
+
+    fn export(&self, vs: &VarStore, dir: &Path) -> Result<()> {
+        let unet_dir = dir.join("unet");
+        crate::save_unet(vs, EMA_PREFIX, &self.config, &unet_dir)?;
+        (self.export_extra)(dir)
+    }
+}

@@ -1,0 +1,449 @@
+//! `cargo xtask train ddpm` trains a DDPM on MNIST's digits padded to
+//! 32 x 32. `cargo xtask sample ddpm` writes a grid of samples from any
+//! diffusers `UNet2DModel` pipeline directory, and can score digit samples
+//! with a classifier trained on MNIST.
+
+use anyhow::{ensure, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use common::train::{train, TrainOptions};
+use diffusion::digits::DigitClassifier;
+use diffusion::pipeline::{Pipeline, SamplerKind};
+use diffusion::schedule::{BetaSchedule, Prediction};
+use diffusion::scheduler::SchedulerConfig;
+use diffusion::train::{DdpmSettings, DdpmTask};
+use diffusion::Config;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+use tch::nn::VarStore;
+use tch::Device;
+
+/// The pipeline directory that `train ddpm` writes and `sample ddpm` reads
+/// by default.
+const DEFAULT_RUN: &str = "runs/ddpm-mnist";
+
+/// Maximum `--batch-size` accepted.
+const MAX_BATCH: i64 = 4096;
+
+/// Maximum `--count` of `sample ddpm`.
+const MAX_SAMPLES: i64 = 1024;
+
+/// Confidence above which a sample counts as a recognisable digit.
+const CONFIDENCE: f64 = 0.9;
+
+/// Classifier training steps for scoring samples.
+const CLASSIFIER_STEPS: u64 = 1500;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Output pipeline directory (unet/, scheduler/, model_index.json), which
+    /// also receives the checkpoints.
+    #[arg(long, default_value = DEFAULT_RUN)]
+    out: PathBuf,
+    /// Continue the run saved in --out.
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    settings: SettingArgs,
+    /// Optimizer steps in total, including those of a resumed run.
+    #[arg(long, default_value_t = 4000)]
+    steps: u64,
+    /// Evaluate the held-out loss every this many steps.
+    #[arg(long, default_value_t = 500)]
+    eval_every: u64,
+    /// Write a checkpoint every this many steps [default: --eval-every].
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Samples drawn and scored at the end (DDIM, 50 steps); 0 skips it.
+    #[arg(long, default_value_t = 64)]
+    samples: i64,
+    /// Intra-op threads (default: libtorch's choice, every core).
+    #[arg(long, allow_negative_numbers = true)]
+    threads: Option<i32>,
+}
+
+/// The options that decide what a run computes. A resumed run takes them
+/// from [`SETTINGS_FILE`], and giving one with another value is an error.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct SettingArgs {
+    /// Images per batch [default: 64].
+    #[arg(long, allow_negative_numbers = true)]
+    batch_size: Option<i64>,
+    /// Peak learning rate [default: 2e-3].
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// Final learning rate of the cosine decay [default: lr / 10].
+    #[arg(long, allow_negative_numbers = true)]
+    min_lr: Option<f64>,
+    /// Steps of linear learning-rate warm-up [default: 200].
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// AdamW weight decay of matrices [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
+    /// Clip the gradient norm to this value; 0 disables clipping
+    /// [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    grad_clip: Option<f64>,
+    /// Decay of the exponential moving average of the weights [default:
+    /// 0.995].
+    #[arg(long, allow_negative_numbers = true)]
+    ema_decay: Option<f64>,
+    /// The beta schedule over 1000 training timesteps [default: linear].
+    #[arg(long, value_enum)]
+    beta_schedule: Option<BetaArg>,
+    /// What the U-Net predicts [default: epsilon].
+    #[arg(long, value_enum)]
+    prediction: Option<PredictionArg>,
+    /// Seeds the initial weights, the batches and the noise [default: 1337].
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum BetaArg {
+    /// Linear from 1e-4 to 0.02 (Ho et al.).
+    Linear,
+    /// The cosine schedule of Nichol and Dhariwal.
+    Cosine,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum PredictionArg {
+    /// The added noise (Ho et al.).
+    Epsilon,
+    /// The clean image x_0.
+    Sample,
+    /// The velocity v = sqrt(abar) eps - sqrt(1 - abar) x_0.
+    V,
+}
+
+/// The file of a run directory that keeps the run's [`SettingArgs`].
+const SETTINGS_FILE: &str = "train-settings.json";
+
+impl SettingArgs {
+    /// Fills every option not given with its default.
+    fn with_defaults(&self) -> Self {
+        let lr = self.lr.unwrap_or(2e-3);
+        Self {
+            batch_size: Some(self.batch_size.unwrap_or(64)),
+            lr: Some(lr),
+            min_lr: Some(self.min_lr.unwrap_or(lr / 10.0)),
+            warmup: Some(self.warmup.unwrap_or(200)),
+            weight_decay: Some(self.weight_decay.unwrap_or(0.0)),
+            grad_clip: Some(self.grad_clip.unwrap_or(1.0)),
+            ema_decay: Some(self.ema_decay.unwrap_or(0.995)),
+            beta_schedule: Some(self.beta_schedule.unwrap_or(BetaArg::Linear)),
+            prediction: Some(self.prediction.unwrap_or(PredictionArg::Epsilon)),
+            seed: Some(self.seed.unwrap_or(1337)),
+        }
+    }
+
+    /// Returns the settings `saved` by the run being resumed, after checking
+    /// that every option given agrees with them.
+    fn resumed(&self, saved: &Self) -> Result<Self> {
+        let given = serde_json::to_value(self)?;
+        let kept = serde_json::to_value(saved)?;
+        for (name, value) in given.as_object().into_iter().flatten() {
+            if !value.is_null() && kept.get(name) != Some(value) {
+                anyhow::bail!(
+                    "--{} {value} differs from the {} of the run being resumed: leave it \
+                     out, so that the run ends as an uninterrupted one would",
+                    name.replace('_', "-"),
+                    kept.get(name).unwrap_or(&serde_json::Value::Null)
+                );
+            }
+        }
+        Ok(saved.clone())
+    }
+
+    /// Returns the scheduler configuration of a run with these settings.
+    fn scheduler_config(&self) -> SchedulerConfig {
+        let mut config = SchedulerConfig::default();
+        config.beta_schedule = match self.beta_schedule.unwrap_or(BetaArg::Linear) {
+            BetaArg::Linear => BetaSchedule::Linear,
+            BetaArg::Cosine => BetaSchedule::SquaredcosCapV2,
+        };
+        config.prediction_type = match self.prediction.unwrap_or(PredictionArg::Epsilon) {
+            PredictionArg::Epsilon => Prediction::Epsilon,
+            PredictionArg::Sample => Prediction::Sample,
+            PredictionArg::V => Prediction::VPrediction,
+        };
+        config
+    }
+}
+
+pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
+    crate::set_threads(args.threads)?;
+    let out = &args.out;
+    ensure!(
+        !out.is_file(),
+        "--out {} is a file, not a directory: choose a directory for the pipeline",
+        out.display()
+    );
+    crate::train::check_run_dir(out, args.resume)?;
+    let settings_path = out.join(SETTINGS_FILE);
+    let settings = if args.resume {
+        let text = std::fs::read_to_string(&settings_path).with_context(|| {
+            format!("failed to resume: cannot read {}", settings_path.display())
+        })?;
+        let saved: SettingArgs = serde_json::from_str(&text)
+            .with_context(|| format!("failed to resume: {} is invalid", settings_path.display()))?;
+        args.settings.resumed(&saved.with_defaults())?
+    } else {
+        args.settings.with_defaults()
+    };
+    // Every field is Some after `with_defaults`.
+    let batch_size = settings.batch_size.unwrap_or_default();
+    let seed = settings.seed.unwrap_or_default();
+    ensure!(
+        (1..=MAX_BATCH).contains(&batch_size),
+        "--batch-size {batch_size} is invalid: use 1 to {MAX_BATCH}"
+    );
+    ensure!(
+        (0..=MAX_SAMPLES).contains(&args.samples),
+        "--samples {} is invalid: use 0 to {MAX_SAMPLES}",
+        args.samples
+    );
+    let options = TrainOptions {
+        steps: args.steps,
+        learning_rate: settings.lr.unwrap_or_default(),
+        min_learning_rate: settings.min_lr.unwrap_or_default(),
+        warmup_steps: settings.warmup.unwrap_or_default(),
+        weight_decay: settings.weight_decay.unwrap_or_default(),
+        grad_clip: settings.grad_clip.unwrap_or_default(),
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every.unwrap_or(args.eval_every),
+        seed,
+        ..Default::default()
+    };
+    options.validate()?;
+    let ema_decay = settings.ema_decay.unwrap_or_default();
+    ensure!(
+        (0.0..1.0).contains(&ema_decay),
+        "--ema-decay {ema_decay} is invalid: use a value in [0, 1)"
+    );
+
+    let scheduler = settings.scheduler_config();
+    let config = if args.resume {
+        Config::from_file(&out.join("unet").join(diffusion::CONFIG_FILE))
+            .with_context(|| format!("failed to resume from {}", out.display()))?
+    } else {
+        Config::mnist()
+    };
+    let schedule = scheduler.noise_schedule()?;
+    let (images, eval) = diffusion::train::mnist()?;
+    eprintln!(
+        "data: {} training and {} held-out MNIST digits at 32 x 32; model: U-Net of \
+         {:?} channels, {} residual blocks per level, {:.2}M parameters; {:?} betas, \
+         {:?} prediction",
+        images.size()[0],
+        eval.size()[0],
+        config.block_out_channels,
+        config.layers_per_block,
+        config.num_parameters() as f64 / 1e6,
+        scheduler.beta_schedule,
+        scheduler.prediction_type,
+    );
+
+    tch::manual_seed(seed as i64);
+    let mut vs = VarStore::new(Device::Cpu);
+    let task_settings = DdpmSettings {
+        batch_size,
+        ema_decay,
+        prediction: scheduler.prediction_type,
+        seed,
+    };
+    let export_config = scheduler.clone();
+    let mut task = DdpmTask::new(
+        &vs,
+        &config,
+        schedule,
+        (images, eval),
+        task_settings,
+        Box::new(move |dir: &Path| Pipeline::save_scheduler(dir, &export_config)),
+    )?;
+    if !args.resume {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("failed to create {}", out.display()))?;
+        common::checkpoint::write_atomic(
+            &settings_path,
+            serde_json::to_string_pretty(&settings)?.as_bytes(),
+        )?;
+    }
+    let report = train(&mut vs, &mut task, &options, out, args.resume)?;
+    let last = report
+        .evaluations
+        .last()
+        .context("internal error: training returned no held-out evaluation")?;
+    eprintln!(
+        "done: held-out loss {:.4} after {} steps, {:.0} images/s; pipeline directory {}",
+        last.eval_loss,
+        last.step,
+        report.items_per_second,
+        out.display()
+    );
+    if args.samples > 0 {
+        let pipeline = Pipeline::load(out, Device::Cpu)?;
+        let path = out.join("samples.png");
+        let sampling = SampleSettings {
+            sampler: SamplerKind::Ddim,
+            steps: 50,
+            eta: 0.0,
+            count: args.samples,
+            seed,
+        };
+        write_samples(&pipeline, &sampling, &path, true)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Sample images from a DDPM pipeline and write them as a grid.
+    Ddpm(SampleArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SamplerArg {
+    /// Ancestral sampling of Ho et al.
+    Ddpm,
+    /// The deterministic (eta 0) or stochastic sampler of Song et al.
+    Ddim,
+}
+
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// The image to write: a grid of the samples (PNG, or any format the
+    /// image crate writes, by extension).
+    #[arg(value_name = "OUT")]
+    out: PathBuf,
+    /// A diffusers pipeline directory (unet/ and scheduler/), or a U-Net
+    /// directory, which samples with the DDPM defaults.
+    #[arg(long, default_value = DEFAULT_RUN)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value_t = SamplerArg::Ddim)]
+    sampler: SamplerArg,
+    /// Denoising steps, 1 to the number of training timesteps.
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
+    steps: i64,
+    /// DDIM's eta: 0 is deterministic, 1 has the DDPM posterior variance.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    eta: f64,
+    /// Number of samples.
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    count: i64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Classify the samples with a classifier trained on MNIST (about half
+    /// a minute) and print how many are digits with confidence above 0.9.
+    #[arg(long)]
+    score: bool,
+    /// Intra-op threads (default: libtorch's choice, every core).
+    #[arg(long, allow_negative_numbers = true)]
+    threads: Option<i32>,
+}
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Ddpm(args) => sample(&args),
+    }
+}
+
+struct SampleSettings {
+    sampler: SamplerKind,
+    steps: i64,
+    eta: f64,
+    count: i64,
+    seed: u64,
+}
+
+fn sample(args: &SampleArgs) -> Result<ExitCode> {
+    crate::set_threads(args.threads)?;
+    crate::reject_existing(&args.out, "output file")?;
+    ensure!(
+        (1..=MAX_SAMPLES).contains(&args.count),
+        "--count {} is invalid: use 1 to {MAX_SAMPLES}",
+        args.count
+    );
+    ensure!(
+        (0.0..=1.0).contains(&args.eta),
+        "--eta {} is invalid: use a value in [0, 1]",
+        args.eta
+    );
+    let pipeline = Pipeline::load(&args.model, Device::Cpu).with_context(|| {
+        let hint = if args.model == Path::new(DEFAULT_RUN) {
+            " (train one with `cargo xtask train ddpm`, or pass --model)"
+        } else {
+            ""
+        };
+        format!("failed to load the pipeline {}{hint}", args.model.display())
+    })?;
+    let settings = SampleSettings {
+        sampler: match args.sampler {
+            SamplerArg::Ddpm => SamplerKind::Ddpm,
+            SamplerArg::Ddim => SamplerKind::Ddim,
+        },
+        steps: args.steps,
+        eta: args.eta,
+        count: args.count,
+        seed: args.seed,
+    };
+    write_samples(&pipeline, &settings, &args.out, args.score)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Samples, writes the grid to `path`, and with `score` prints the share of
+/// confident digits.
+fn write_samples(
+    pipeline: &Pipeline,
+    settings: &SampleSettings,
+    path: &Path,
+    score: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let images = pipeline.sample(
+        settings.sampler,
+        settings.steps,
+        settings.eta,
+        settings.count,
+        settings.seed,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let columns = (settings.count as f64).sqrt().ceil() as i64;
+    let grid = common::image::grid(&images, columns, 2)?;
+    common::image::save(path, &grid)?;
+    eprintln!(
+        "wrote {} samples ({:?}, {} steps, seed {}) to {} in {seconds:.1} s",
+        settings.count,
+        settings.sampler,
+        settings.steps,
+        settings.seed,
+        path.display()
+    );
+    if score {
+        let size = images.size();
+        ensure!(
+            size[1] == 1 && size[2] == 32 && size[3] == 32,
+            "--score needs 32 x 32 single-channel samples of digits, not {:?}",
+            &size[1..]
+        );
+        eprintln!("training the digit classifier on MNIST...");
+        let (digits, _) = common::mnist::load(0.1)?;
+        let classifier = DigitClassifier::train(&digits, CLASSIFIER_STEPS, 0)?;
+        let score = classifier.score(&images, CONFIDENCE)?;
+        let text = format!(
+            "{} of {} samples ({:.1}%) are digits with confidence above {CONFIDENCE}; \
+             per digit: {:?}\n",
+            score.confident,
+            score.total,
+            100.0 * score.fraction(),
+            score.per_digit
+        );
+        crate::write_output(&mut std::io::stdout().lock(), &text)?;
+    }
+    Ok(())
+}
