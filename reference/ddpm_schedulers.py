@@ -4,10 +4,11 @@ The reference is `DDPMScheduler` and `DDIMScheduler` of diffusers 0.42.1. All
 random tensors come from seeded `torch.Generator`s. The script writes these
 files under diffusion/tests/fixtures/:
 
-- schedulers.safetensors: the shared step inputs (samples, model outputs and
-  noise of shape (2, 3, 4, 4)), the betas and alphas_cumprod of each schedule,
-  the outputs of `add_noise` and `get_velocity`, the outputs of `step`
-  (prev_sample, pred_original_sample) for every case, and whole sampling loops.
+- schedulers.safetensors: the shared step inputs, which are samples, model
+  outputs and noise of shape (2, 3, 4, 4). It also contains the betas and
+  alphas_cumprod of each schedule, the outputs of `add_noise` and
+  `get_velocity`, the outputs of `step` (prev_sample, pred_original_sample)
+  for every case, and the samples of whole sampling loops.
 - scheduler_cases.json: the configuration of every case (only the keys that
   differ from the class defaults, so the Rust defaults are tested as well),
   the timesteps, and the tensor names of the inputs and expected outputs.
@@ -51,6 +52,12 @@ LEARNED = ("learned", "learned_range")
 
 SCALED_LINEAR = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 COSINE = {"beta_schedule": "squaredcos_cap_v2"}
+ZERO_SNR_V_TRAILING = {
+    **SCALED_LINEAR,
+    "rescale_betas_zero_snr": True,
+    "prediction_type": "v_prediction",
+    "timestep_spacing": "trailing",
+}
 STABLE_DIFFUSION_DDIM = {
     "_class_name": "DDIMScheduler",
     "_diffusers_version": "0.6.0",
@@ -181,7 +188,9 @@ def add_case(
                 "timestep": t,
                 "input": k,
                 "prev_sample": put(f"case.{name}.{t}.prev_sample", out.prev_sample),
-                "pred_original_sample": put(f"case.{name}.{t}.pred_original_sample", out.pred_original_sample),
+                "pred_original_sample": put(
+                    f"case.{name}.{t}.pred_original_sample", out.pred_original_sample
+                ),
             }
         )
     case = {
@@ -206,15 +215,14 @@ def ddpm_cases() -> None:
         for prediction_type in ("epsilon", "sample", "v_prediction"):
             config = {"variance_type": variance_type, "prediction_type": prediction_type}
             add_case("ddpm", config, 10, all_timesteps=True)
+
     # Each beta schedule, clipping off, so that large x_0 predictions show.
     for schedule in ({}, SCALED_LINEAR, COSINE, {"beta_schedule": "sigmoid"}):
         add_case("ddpm", {**schedule, "clip_sample": False}, 50)
-    add_case("ddpm", {"num_train_timesteps": 10, "trained_betas": TRAINED_BETAS, "clip_sample": False}, 10, all_timesteps=True)
-    add_case(
-        "ddpm",
-        {**SCALED_LINEAR, "rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"},
-        25,
-    )
+    trained = {"num_train_timesteps": 10, "trained_betas": TRAINED_BETAS, "clip_sample": False}
+    add_case("ddpm", trained, 10, all_timesteps=True)
+    add_case("ddpm", ZERO_SNR_V_TRAILING, 25)
+
     # Spacings and step counts, with the variance type and schedule varied.
     variance_types = ["fixed_small", "fixed_large", "fixed_small_log", "learned_range"]
     schedules = [{}, COSINE, SCALED_LINEAR]
@@ -229,15 +237,25 @@ def ddpm_cases() -> None:
             }
             add_case("ddpm", config, steps)
             i += 1
+
+    # Offsets, clipping ranges, thresholding and a short schedule.
     add_case("ddpm", {"steps_offset": 1}, 50)
     add_case("ddpm", {"clip_sample_range": 2.0}, 20)
     add_case("ddpm", {"thresholding": True, "sample_max_value": 1.5}, 20)
-    add_case("ddpm", {"thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 3.0, "prediction_type": "v_prediction"}, 20)
+    thresholded_v = {
+        "thresholding": True,
+        "dynamic_thresholding_ratio": 0.9,
+        "sample_max_value": 3.0,
+        "prediction_type": "v_prediction",
+    }
+    add_case("ddpm", thresholded_v, 20)
     add_case("ddpm", {"num_train_timesteps": 50, **COSINE, "clip_sample": False}, 50)
+
     # No set_timesteps: diffusers steps from t to t - 1.
     add_case("ddpm", {}, None)
     add_case("ddpm", {}, None, custom_timesteps=[999, 700, 400, 100, 10, 0], all_timesteps=True)
-    add_case("ddpm", {"variance_type": "fixed_large"}, None, custom_timesteps=[950, 500, 3], all_timesteps=True)
+    fixed_large = {"variance_type": "fixed_large"}
+    add_case("ddpm", fixed_large, None, custom_timesteps=[950, 500, 3], all_timesteps=True)
 
 
 def ddim_cases() -> None:
@@ -246,9 +264,14 @@ def ddim_cases() -> None:
             for clip in (True, False):
                 config = {"prediction_type": prediction_type, "clip_sample": clip}
                 add_case("ddim", config, 10 if clip else 50, eta=eta)
+
+    # use_clipped_model_output with clipping and thresholding.
     add_case("ddim", {"prediction_type": "sample"}, 20, eta=0.5, use_clipped_model_output=True)
     add_case("ddim", {"clip_sample_range": 0.5}, 20, eta=0.5, use_clipped_model_output=True)
-    add_case("ddim", {"thresholding": True, "sample_max_value": 2.0}, 20, eta=0.3, use_clipped_model_output=True)
+    thresholded = {"thresholding": True, "sample_max_value": 2.0}
+    add_case("ddim", thresholded, 20, eta=0.3, use_clipped_model_output=True)
+
+    # Spacings and step counts, with the schedule and set_alpha_to_one varied.
     schedules = [{}, COSINE, SCALED_LINEAR]
     i = 0
     for spacing in ("leading", "trailing", "linspace"):
@@ -261,11 +284,13 @@ def ddim_cases() -> None:
             }
             add_case("ddim", config, steps, eta=(0.0, 1.0, 0.5)[i % 3])
             i += 1
+
+    # Stable Diffusion's config, the cosine and zero-SNR schedules, and trained betas.
     add_case("ddim", STABLE_DIFFUSION_DDIM, 50)
     add_case("ddim", {**COSINE, "clip_sample": False}, 50, eta=1.0)
     add_case(
         "ddim",
-        {**SCALED_LINEAR, "rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"},
+        ZERO_SNR_V_TRAILING,
         25,
         # With eta = 1, 1 - alpha_prod_t_prev - std_dev_t**2 is zero at t = 999
         # and rounds below zero in float32, so diffusers returns NaN there.
@@ -278,7 +303,7 @@ chains: list[dict] = []
 
 
 def chain_model(sample: torch.Tensor) -> torch.Tensor:
-    """A fixed stand-in for a denoiser, also written in the Rust test."""
+    """Return a fixed stand-in for a denoiser's output, which the Rust test repeats."""
     return sample * 0.7 + tensors["input.model_output.0"] * 0.3
 
 
@@ -389,7 +414,8 @@ def timestep_lists() -> list[dict]:
                     ddpm.set_timesteps(n)
                     ddim.set_timesteps(n)
                     assert torch.equal(ddpm.timesteps, ddim.timesteps)
-                    lists.append({"config": config, "num_inference_steps": n, "timesteps": ddpm.timesteps.tolist()})
+                    timesteps = ddpm.timesteps.tolist()
+                    lists.append({"config": config, "num_inference_steps": n, "timesteps": timesteps})
     return lists
 
 
@@ -400,7 +426,13 @@ def main() -> None:
     ddpm_cases()
     ddim_cases()
     add_chain("ddpm_linear_20", "ddpm", {}, 20)
-    add_chain("ddpm_cosine_v_trailing_10", "ddpm", {**COSINE, "prediction_type": "v_prediction", "timestep_spacing": "trailing", "variance_type": "fixed_large"}, 10)
+    cosine_v_trailing = {
+        **COSINE,
+        "prediction_type": "v_prediction",
+        "timestep_spacing": "trailing",
+        "variance_type": "fixed_large",
+    }
+    add_chain("ddpm_cosine_v_trailing_10", "ddpm", cosine_v_trailing, 10)
     add_chain("ddim_stable_diffusion_50", "ddim", STABLE_DIFFUSION_DDIM, 50)
     add_chain("ddim_eta_1_linspace_20", "ddim", {"timestep_spacing": "linspace"}, 20, eta=1.0)
     add_schedules()
@@ -421,7 +453,8 @@ def main() -> None:
     (OUT / "scheduler_cases.json").write_text(json.dumps(document, separators=(",", ":")) + "\n")
     (OUT / "scheduler_ddpm_default.json").write_text(DDPMScheduler().to_json_string())
     (OUT / "scheduler_ddim_default.json").write_text(DDIMScheduler().to_json_string())
-    (OUT / "scheduler_ddim_stable_diffusion.json").write_text(json.dumps(STABLE_DIFFUSION_DDIM, indent=2) + "\n")
+    stable_diffusion = json.dumps(STABLE_DIFFUSION_DDIM, indent=2) + "\n"
+    (OUT / "scheduler_ddim_stable_diffusion.json").write_text(stable_diffusion)
     size = (OUT / "schedulers.safetensors").stat().st_size
     print(f"{len(cases)} cases, {len(chains)} chains, {len(tensors)} tensors, {size / 1e6:.2f} MB")
 

@@ -62,6 +62,13 @@ const MAX_ROTATION_DEGREES: f64 = 10.0;
 const MAX_SCALE_CHANGE: f64 = 0.1;
 const MAX_SHIFT_PIXELS: f64 = 2.0;
 
+fn knob(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Pads MNIST digits from 28 x 28 to 32 x 32 with a border of 2 zero
 /// (background) pixels on each side.
 ///
@@ -138,7 +145,7 @@ impl DigitClassifier {
         let network = Network::new(vs.root());
         let options = TrainOptions {
             steps,
-            learning_rate: 2e-3,
+            learning_rate: knob("K_LR", 2e-3),
             min_learning_rate: 1e-4,
             warmup_steps: (steps / 20).max(1),
             weight_decay: 0.01,
@@ -148,13 +155,9 @@ impl DigitClassifier {
         for step in 0..steps {
             let mut rng = step_rng(seed, step);
             let (images, targets) = data.batch(&mut rng)?;
-            let loss = network.logits(&images)?.f_cross_entropy_loss::<Tensor>(
-                &targets,
-                None,
-                Reduction::Mean,
-                -100,
-                0.0,
-            )?;
+            let loss = network
+                .logits(&images, true)?
+                .f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0)?;
             let value = loss.f_double_value(&[])?;
             if !value.is_finite() {
                 return Err(Error::InvalidInput(format!(
@@ -163,7 +166,27 @@ impl DigitClassifier {
             }
             optimizer.zero_grad();
             loss.f_backward()?;
-            optimizer.clip_grad_norm(options.grad_clip)?;
+            let norm = optimizer.clip_grad_norm(knob("K_CLIP", 1.0))?;
+            if knob("K_LOG", 0.0) > 0.0 && step % 50 == 0 {
+                let _g = tch::no_grad_guard();
+                let per = network.logits(&images, true)?.cross_entropy_loss::<Tensor>(
+                    &targets,
+                    None,
+                    Reduction::None,
+                    -100,
+                    0.0,
+                );
+                let bd = knob("K_BD", 96.0) as i64;
+                let d = per.narrow(0, 0, bd).mean(Kind::Float).double_value(&[]);
+                let ng = per.narrow(0, bd, per.size()[0] - bd);
+                let nz: Vec<f32> = Vec::try_from(&ng).unwrap();
+                eprintln!(
+                    "step {step} loss {value:.4} grad norm {norm:.3} digits {d:.4} negatives {:?}",
+                    nz.iter()
+                        .map(|v| (v * 100.0).round() / 100.0)
+                        .collect::<Vec<_>>()
+                );
+            }
             optimizer.step(options.learning_rate_at(step))?;
         }
         vs.freeze();
@@ -185,7 +208,10 @@ impl DigitClassifier {
         let mut parts = Vec::new();
         for start in (0..n).step_by(INFERENCE_BATCH as usize) {
             let chunk = inputs.f_narrow(0, start, INFERENCE_BATCH.min(n - start))?;
-            let probabilities = self.network.logits(&chunk)?.f_softmax(1, Kind::Float)?;
+            let probabilities = self
+                .network
+                .logits(&chunk, false)?
+                .f_softmax(1, Kind::Float)?;
             parts.push(probabilities.f_narrow(1, 0, DIGITS)?);
         }
         let probabilities = if parts.is_empty() {
@@ -296,30 +322,52 @@ struct Network {
     conv3: nn::Conv2D,
     hidden: nn::Linear,
     output: nn::Linear,
+    norms: Vec<nn::BatchNorm>,
 }
 
 impl Network {
     fn new(root: nn::Path) -> Self {
+        let (c1, c2, c3, h) = (
+            knob("K_C1", 16.0) as i64,
+            knob("K_C2", 32.0) as i64,
+            knob("K_C3", 64.0) as i64,
+            knob("K_H", 128.0) as i64,
+        );
         let same = nn::ConvConfig {
             padding: 1,
             ..Default::default()
         };
         Self {
-            conv1: nn::conv2d(&root / "conv1", 1, 16, 3, same),
-            conv2: nn::conv2d(&root / "conv2", 16, 32, 3, same),
-            conv3: nn::conv2d(&root / "conv3", 32, 64, 3, same),
+            conv1: nn::conv2d(&root / "conv1", 1, c1, 3, same),
+            conv2: nn::conv2d(&root / "conv2", c1, c2, 3, same),
+            conv3: nn::conv2d(&root / "conv3", c2, c3, 3, same),
             // Three poolings take 32 x 32 to 4 x 4.
-            hidden: nn::linear(&root / "hidden", 64 * 4 * 4, 128, Default::default()),
-            output: nn::linear(&root / "output", 128, DIGITS + 1, Default::default()),
+            hidden: nn::linear(&root / "hidden", c3 * 4 * 4, h, Default::default()),
+            output: nn::linear(&root / "output", h, DIGITS + 1, Default::default()),
+            norms: if knob("K_BNORM", 0.0) > 0.0 {
+                vec![
+                    nn::batch_norm2d(&root / "n1", c1, Default::default()),
+                    nn::batch_norm2d(&root / "n2", c2, Default::default()),
+                    nn::batch_norm2d(&root / "n3", c3, Default::default()),
+                ]
+            } else {
+                vec![]
+            },
         }
     }
 
     /// Returns the `(n, 11)` logits of `(n, 1, 32, 32)` images.
-    fn logits(&self, images: &Tensor) -> Result<Tensor> {
+    fn logits(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let mut xs = images.shallow_clone();
-        for conv in [&self.conv1, &self.conv2, &self.conv3] {
-            xs = conv
-                .forward(&xs)
+        for (i, conv) in [&self.conv1, &self.conv2, &self.conv3]
+            .into_iter()
+            .enumerate()
+        {
+            xs = conv.forward(&xs);
+            if let Some(norm) = self.norms.get(i) {
+                xs = nn::ModuleT::forward_t(norm, &xs, train);
+            }
+            xs = xs
                 .f_relu()?
                 .f_max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)?;
         }
@@ -377,13 +425,28 @@ impl TrainingData {
     fn batch(&self, rng: &mut StdRng) -> Result<(Tensor, Tensor)> {
         let mut indices = Vec::with_capacity(BATCH_DIGITS + 2 * BATCH_NEGATIVES);
         let mut targets = Vec::with_capacity(BATCH_DIGITS + BATCH_NEGATIVES);
-        for _ in 0..BATCH_DIGITS {
+        let batch_digits = knob("K_BD", 96.0) as usize;
+        let batch_negatives = knob("K_BN", 32.0) as usize;
+        let overlay_p = knob("K_OV", 2.0 / 7.0);
+        for _ in 0..batch_digits {
             let index = rng.random_range(0..self.labels.len());
             indices.push(index as i64);
             targets.push(self.labels[index]);
         }
-        let negatives: Vec<Negative> = (0..BATCH_NEGATIVES)
-            .map(|_| Negative::ALL[rng.random_range(0..Negative::ALL.len())])
+        let negatives: Vec<Negative> = (0..batch_negatives)
+            .map(|_| {
+                if rng.random_bool(overlay_p) {
+                    Negative::Overlay
+                } else {
+                    let kinds = knob("K_KINDS", 31.0) as usize;
+                    loop {
+                        let k = rng.random_range(0..5);
+                        if kinds & (1 << k) != 0 {
+                            break Negative::ALL[k];
+                        }
+                    }
+                }
+            })
             .collect();
         // The two digits of each overlay, one after the other.
         let overlays = negatives
@@ -402,22 +465,49 @@ impl TrainingData {
             .images
             .f_index_select(0, &Tensor::from_slice(&indices))?;
         let augmented = random_affine(&selected, rng)?;
-        let digits = augmented.f_narrow(0, 0, BATCH_DIGITS as i64)?;
-        let overlaid = augmented
-            .f_narrow(0, BATCH_DIGITS as i64, 2 * overlays as i64)?
-            .f_view([overlays as i64, 2, 1, SIDE, SIDE])?
-            .f_amax([1], false)?;
+        let digits = augmented.f_narrow(0, 0, batch_digits as i64)?;
+        let pairs = augmented
+            .f_narrow(0, batch_digits as i64, 2 * overlays as i64)?
+            .f_view([overlays as i64, 2, 1, SIDE, SIDE])?;
+        let overlaid = pairs.f_amax([1], false)?;
+        let first = pairs.select(1, 0);
+        let second = pairs.select(1, 1);
+        let own = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .relu()
+                .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
+                / a.sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
+                    .clamp_min(1e-6)
+        };
+        let distinct = own(&first, &second)
+            .minimum(&own(&second, &first))
+            .ge(knob("K_NEWINK", 0.0));
+        let overlay_targets =
+            Tensor::full([overlays as i64], NOT_A_DIGIT, (Kind::Int64, Device::Cpu)).where_self(
+                &distinct,
+                &Tensor::full([overlays as i64], -100, (Kind::Int64, Device::Cpu)),
+            );
 
-        let mut pixels = vec![0f32; (BATCH_NEGATIVES - overlays) * PIXELS];
+        let mut pixels = vec![0f32; (batch_negatives - overlays) * PIXELS];
         let drawn = negatives.iter().filter(|&&kind| kind != Negative::Overlay);
         for (&kind, image) in drawn.zip(pixels.chunks_exact_mut(PIXELS)) {
             kind.draw(rng, image);
         }
         let drawn = Tensor::from_slice(&pixels).f_view([-1, 1, SIDE, SIDE])?;
 
-        targets.extend(std::iter::repeat_n(NOT_A_DIGIT, BATCH_NEGATIVES));
+        let rest = vec![NOT_A_DIGIT; batch_negatives - overlays];
         let images = Tensor::f_cat(&[digits, overlaid, drawn], 0)?;
-        Ok((images, Tensor::from_slice(&targets)))
+        Ok((
+            images,
+            Tensor::cat(
+                &[
+                    Tensor::from_slice(&targets),
+                    overlay_targets,
+                    Tensor::from_slice(&rest),
+                ],
+                0,
+            ),
+        ))
     }
 }
 
@@ -427,14 +517,36 @@ fn random_affine(images: &Tensor, rng: &mut StdRng) -> Result<Tensor> {
     let n = images.size()[0];
     let mut theta = Vec::with_capacity(6 * n as usize);
     for _ in 0..n {
-        let angle = rng
-            .random_range(-MAX_ROTATION_DEGREES..=MAX_ROTATION_DEGREES)
-            .to_radians();
-        let scale = 1.0 + rng.random_range(-MAX_SCALE_CHANGE..=MAX_SCALE_CHANGE);
+        let rot = knob("K_ROT", MAX_ROTATION_DEGREES);
+        let sc = knob("K_SCALE", MAX_SCALE_CHANGE);
+        let angle = rng.random_range(-rot..=rot).to_radians();
+        let scale = 1.0 + rng.random_range(-sc..=sc);
         // The sampling grid spans [-1, 1], so one pixel is 2 / SIDE.
         let pixel = 2.0 / SIDE as f64;
-        let shift_x = rng.random_range(-MAX_SHIFT_PIXELS..=MAX_SHIFT_PIXELS) * pixel;
-        let shift_y = rng.random_range(-MAX_SHIFT_PIXELS..=MAX_SHIFT_PIXELS) * pixel;
+        let sh = knob("K_SHIFT", MAX_SHIFT_PIXELS);
+        let shift_x = rng.random_range(-sh..=sh) * pixel;
+        let shift_y = rng.random_range(-sh..=sh) * pixel;
+        let shift_x = if knob("K_INT", 0.0) > 0.0 {
+            (shift_x / pixel).round() * pixel
+        } else {
+            shift_x
+        };
+        let shift_y = if knob("K_INT", 0.0) > 0.0 {
+            (shift_y / pixel).round() * pixel
+        } else {
+            shift_y
+        };
+        let exact = rng.random_bool(knob("K_EXACT", 0.0));
+        let (angle, scale, shift_x, shift_y) = if exact {
+            (
+                0.0,
+                1.0,
+                (shift_x / pixel).round() * pixel,
+                (shift_y / pixel).round() * pixel,
+            )
+        } else {
+            (angle, scale, shift_x, shift_y)
+        };
         let (sin, cos) = angle.sin_cos();
         // Theta maps output coordinates to input coordinates.
         theta.extend([

@@ -7,8 +7,10 @@
 use crate::scheduler::{DdimScheduler, DdimStepOptions, DdpmScheduler, SchedulerConfig};
 use crate::UNet2DModel;
 use common::{Error, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// The file that names a pipeline's components.
 pub const MODEL_INDEX_FILE: &str = "model_index.json";
@@ -96,9 +98,12 @@ impl Pipeline {
             )));
         }
         let device = self.unet_device();
-        tch::manual_seed(seed as i64);
+        // The noise comes from a generator of its own, not libtorch's global
+        // one, so that samples depend on the seed alone, even with other
+        // threads drawing random numbers.
+        let mut rng = StdRng::seed_from_u64(seed);
         let shape = [count, config.in_channels, height, width];
-        let mut sample = Tensor::f_randn(shape, (Kind::Float, device))?;
+        let mut sample = gaussian(&mut rng, &shape)?.to_device(device);
         let bar = common::progress::bar(steps.max(0) as u64, "denoising");
         let samples = tch::no_grad(|| -> Result<Tensor> {
             match sampler {
@@ -108,7 +113,10 @@ impl Pipeline {
                     for &t in scheduler.timesteps().to_vec().iter() {
                         let timestep = Tensor::from(t).to_device(device);
                         let output = self.unet.forward(&sample, &timestep, false)?;
-                        sample = scheduler.step(&output, t, &sample, None)?.prev_sample;
+                        let noise = gaussian(&mut rng, &shape)?.to_device(device);
+                        sample = scheduler
+                            .step(&output, t, &sample, Some(&noise))?
+                            .prev_sample;
                         bar.inc(1);
                     }
                 }
@@ -145,4 +153,33 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::InvalidInput(format!("cannot serialise {}: {e}", path.display())))?;
     common::checkpoint::write_atomic(path, text.as_bytes())
+}
+
+/// Draws standard normal values of `shape` with the Box-Muller transform.
+fn gaussian(rng: &mut StdRng, shape: &[i64]) -> Result<Tensor> {
+    let count: i64 = shape.iter().product();
+    let values: Vec<f32> = (0..count)
+        .map(|_| {
+            // 1 - u lies in (0, 1], so its logarithm is finite.
+            let (u, v): (f64, f64) = (rng.random(), rng.random());
+            ((-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect();
+    Ok(Tensor::from_slice(&values).f_view(shape)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaussian_has_unit_moments() {
+        let mut rng = StdRng::seed_from_u64(0);
+        let values = gaussian(&mut rng, &[100, 1000]).unwrap();
+        let mean = values.mean(tch::Kind::Double).double_value(&[]);
+        let variance = values.var(true).double_value(&[]);
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((variance - 1.0).abs() < 0.02, "variance {variance}");
+        assert!(values.isfinite().all().int64_value(&[]) == 1);
+    }
 }

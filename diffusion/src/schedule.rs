@@ -36,18 +36,18 @@ use std::str::FromStr;
 use tch::{Device, Kind, Tensor};
 
 /// The largest number of training timesteps that [`NoiseSchedule::new`]
-/// accepts. Published schedules use 1000 (DDPM) or 4000 (improved DDPM);
-/// the bound only rejects mistyped values that would allocate gigabytes.
+/// accepts. Published schedules use 1000 (DDPM) or 4000 (improved DDPM), so
+/// the bound only rejects mistyped values, which could allocate gigabytes.
 pub const MAX_TRAIN_TIMESTEPS: i64 = 1_000_000;
 
-/// The largest beta of the cosine schedule, which keeps the last steps from
-/// destroying the signal in one step (Nichol and Dhariwal, 2021, section 3.2).
+/// The largest beta of the cosine schedule (diffusers' `max_beta`). Without
+/// the cap the last beta would be 1, because abar(1) = cos(pi / 2)^2 = 0.
 const COSINE_MAX_BETA: f64 = 0.999;
 
 /// The offset s of the cosine schedule's abar(t) = cos((t + s) / (1 + s) * pi / 2)^2.
 const COSINE_OFFSET: f64 = 0.008;
 
-/// How betas grow over the training timesteps, with the names of the
+/// The rule that sets the beta of each training timestep, named as in the
 /// `beta_schedule` field of diffusers' scheduler configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BetaSchedule {
@@ -58,8 +58,8 @@ pub enum BetaSchedule {
     /// Stable Diffusion).
     #[serde(rename = "scaled_linear")]
     ScaledLinear,
-    /// The cosine schedule of improved DDPM with betas capped at 0.999;
-    /// `beta_start` and `beta_end` are unused.
+    /// The cosine schedule of improved DDPM with betas capped at 0.999. It
+    /// ignores `beta_start` and `beta_end`.
     #[serde(rename = "squaredcos_cap_v2")]
     SquaredcosCapV2,
     /// `sigmoid(linspace(-6, 6))` scaled to run from `beta_start` to
@@ -76,7 +76,7 @@ impl BetaSchedule {
         BetaSchedule::Sigmoid,
     ];
 
-    /// The name of the schedule in diffusers' configs.
+    /// Returns the name of the schedule in diffusers' configs.
     pub fn as_str(self) -> &'static str {
         match self {
             BetaSchedule::Linear => "linear",
@@ -96,14 +96,14 @@ impl fmt::Display for BetaSchedule {
 impl FromStr for BetaSchedule {
     type Err = Error;
 
-    /// Parses a diffusers `beta_schedule` name; others are
+    /// Parses a diffusers `beta_schedule` name. Any other name returns
     /// [`Error::Unsupported`].
     fn from_str(name: &str) -> Result<Self> {
         parse_name("beta_schedule", name, &Self::ALL, |s| s.as_str())
     }
 }
 
-/// What the denoising model predicts, with the names of diffusers'
+/// The quantity that the denoising model predicts, named as in diffusers'
 /// `prediction_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Prediction {
@@ -127,7 +127,7 @@ impl Prediction {
         Prediction::VPrediction,
     ];
 
-    /// The name of the prediction type in diffusers' configs.
+    /// Returns the name of the prediction type in diffusers' configs.
     pub fn as_str(self) -> &'static str {
         match self {
             Prediction::Epsilon => "epsilon",
@@ -146,7 +146,7 @@ impl fmt::Display for Prediction {
 impl FromStr for Prediction {
     type Err = Error;
 
-    /// Parses a diffusers `prediction_type` name; others are
+    /// Parses a diffusers `prediction_type` name. Any other name returns
     /// [`Error::Unsupported`].
     fn from_str(name: &str) -> Result<Self> {
         parse_name("prediction_type", name, &Self::ALL, |p| p.as_str())
@@ -168,7 +168,7 @@ pub(crate) fn parse_name<T: Copy>(
         .ok_or_else(|| {
             let supported: Vec<&str> = variants.iter().map(|&v| as_str(v)).collect();
             Error::Unsupported(format!(
-                "unsupported {field} {name:?}: supported values are {}",
+                "unsupported {field} {name:?}: the supported values are {}",
                 supported.join(", ")
             ))
         })
@@ -189,7 +189,7 @@ pub struct NoiseSchedule {
 impl NoiseSchedule {
     /// Builds the schedule of `num_train_timesteps` betas. `beta_start` and
     /// `beta_end` are the first and last beta of the linear, scaled linear
-    /// and sigmoid schedules; the cosine schedule ignores them, as diffusers
+    /// and sigmoid schedules. The cosine schedule ignores them, as diffusers
     /// does.
     ///
     /// Returns [`Error::InvalidInput`] when `num_train_timesteps` is outside
@@ -232,8 +232,8 @@ impl NoiseSchedule {
         for (t, &beta) in betas.iter().enumerate() {
             if !(beta > 0.0 && beta < 1.0) {
                 return Err(Error::InvalidInput(format!(
-                    "beta at timestep {t} is {beta}, but every beta must lie in (0, 1): \
-                     check beta_start, beta_end or trained_betas"
+                    "beta at timestep {t} is {beta}, but every beta must lie in (0, 1). \
+                     Check beta_start, beta_end or trained_betas."
                 )));
             }
         }
@@ -251,10 +251,10 @@ impl NoiseSchedule {
     }
 
     /// Rescales the betas so that the last timestep has zero signal-to-noise
-    /// ratio (abar_{T-1} = 0), keeping abar_0 (Lin et al., 2024, "Common
-    /// Diffusion Noise Schedules and Sample Steps Are Flawed", algorithm 1),
-    /// in float32 like diffusers' `rescale_zero_terminal_snr`. The last beta
-    /// becomes exactly 1.
+    /// ratio (abar_{T-1} = 0) and abar_0 is kept, by algorithm 1 of Lin et
+    /// al., 2024, "Common Diffusion Noise Schedules and Sample Steps Are
+    /// Flawed". It computes in float32 like diffusers'
+    /// `rescale_zero_terminal_snr`, and the last beta becomes exactly 1.
     ///
     /// Returns [`Error::InvalidInput`] for a schedule of a single timestep,
     /// whose first and last timestep coincide.
@@ -290,18 +290,18 @@ impl NoiseSchedule {
         self.betas.len() as i64
     }
 
-    /// The betas beta_t, in float32.
+    /// Returns the betas beta_t, in float32.
     pub fn betas(&self) -> &[f32] {
         &self.betas
     }
 
-    /// The alphas 1 - beta_t, in float32.
+    /// Returns the alphas 1 - beta_t, in float32.
     pub fn alphas(&self) -> &[f32] {
         &self.alphas
     }
 
-    /// The cumulative products abar_t = prod_{s <= t} alpha_s, in float32
-    /// (the precision diffusers stores them in).
+    /// Returns the cumulative products abar_t = prod_{s <= t} alpha_s, in
+    /// float32 (the precision diffusers stores them in).
     pub fn alphas_cumprod(&self) -> &[f32] {
         &self.alphas_cumprod
     }
@@ -328,8 +328,9 @@ impl NoiseSchedule {
     ///
     /// `original` and `noise` are floating-point tensors of one shape whose
     /// first dimension is the batch. `timesteps` is an integer tensor of shape
-    /// (batch,), or a single timestep for the whole batch. The coefficients
-    /// are computed in the kind of `original`.
+    /// (batch,), or a single timestep for the whole batch. The timesteps are
+    /// copied to the CPU to check that they lie in [0, T), and the
+    /// coefficients are computed in the kind of `original`.
     pub fn add_noise(
         &self,
         original: &Tensor,
@@ -512,24 +513,24 @@ pub(crate) fn check_same(
 ) -> Result<()> {
     if tensor.size() != reference.size() {
         return Err(Error::InvalidInput(format!(
-            "{function}: {name} has shape {:?}, but {reference_name} has shape {:?}; \
-             they must be equal",
+            "{function}: {name} has shape {:?}, but {reference_name} has shape {:?}. \
+             They must be equal.",
             tensor.size(),
             reference.size()
         )));
     }
     if tensor.kind() != reference.kind() {
         return Err(Error::InvalidInput(format!(
-            "{function}: {name} has kind {:?}, but {reference_name} has kind {:?}; \
-             convert one of them",
+            "{function}: {name} has kind {:?}, but {reference_name} has kind {:?}. \
+             Convert one of them.",
             tensor.kind(),
             reference.kind()
         )));
     }
     if tensor.device() != reference.device() {
         return Err(Error::InvalidInput(format!(
-            "{function}: {name} is on {:?}, but {reference_name} is on {:?}; \
-             move them to one device",
+            "{function}: {name} is on {:?}, but {reference_name} is on {:?}. \
+             Move them to one device.",
             tensor.device(),
             reference.device()
         )));
@@ -537,8 +538,8 @@ pub(crate) fn check_same(
     Ok(())
 }
 
-/// `n` values evenly spaced from `start` to `end`, computed in float64 and
-/// rounded to float32.
+/// Returns `n` values evenly spaced from `start` to `end`, computed in
+/// float64 and rounded to float32.
 fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     if n == 1 {
         return vec![start as f32];
@@ -555,7 +556,8 @@ fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The cosine schedule: beta_t = min(1 - abar((t + 1) / T) / abar(t / T), 0.999).
+/// Computes the cosine schedule,
+/// beta_t = min(1 - abar((t + 1) / T) / abar(t / T), 0.999).
 ///
 /// t / T is a floating-point division. In integer arithmetic it is 0 for
 /// every t < T, which makes every beta but the last 0.
@@ -575,9 +577,9 @@ fn cosine_betas(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// sigmoid(linspace(-6, 6, n)) * (end - start) + start, with the scale and
-/// offset applied in float32 as torch applies Python floats to a float32
-/// tensor.
+/// Computes sigmoid(linspace(-6, 6, n)) * (end - start) + start. The scale
+/// and offset are applied in float32, as torch applies Python floats to a
+/// float32 tensor.
 fn sigmoid_betas(start: f64, end: f64, n: usize) -> Vec<f32> {
     let scale = (end - start) as f32;
     let offset = start as f32;
@@ -590,7 +592,7 @@ fn sigmoid_betas(start: f64, end: f64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The running product accumulated in float64, each value rounded to float32.
+/// Computes the running product in float64 and rounds each value to float32.
 fn cumprod(values: &[f32]) -> Vec<f32> {
     let mut product = 1.0f64;
     values

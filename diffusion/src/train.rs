@@ -11,7 +11,9 @@
 //! warm-up `decay = min(decay, (1 + n) / (10 + n))` after `n` updates. The
 //! averaged weights are the ones evaluated and exported.
 
+use crate::pipeline::Pipeline;
 use crate::schedule::{NoiseSchedule, Prediction};
+use crate::scheduler::SchedulerConfig;
 use crate::{Config, UNet2DModel};
 use common::train::{step_rng, Task};
 use common::{Error, Result};
@@ -55,8 +57,7 @@ pub struct DdpmTask {
     batch_size: i64,
     seed: u64,
     config: Config,
-    /// Writes the scheduler configuration beside the U-Net on export.
-    export_extra: Box<dyn Fn(&Path) -> Result<()>>,
+    scheduler: SchedulerConfig,
 }
 
 /// Settings of [`DdpmTask::new`].
@@ -64,7 +65,6 @@ pub struct DdpmSettings {
     pub batch_size: i64,
     /// The moving average's decay per update, in `[0, 1)`.
     pub ema_decay: f64,
-    pub prediction: Prediction,
     pub seed: u64,
 }
 
@@ -72,16 +72,16 @@ impl DdpmTask {
     /// Builds the trained U-Net under `unet.` and its moving average under
     /// `ema.` of `vs` (the average is not trainable but is saved with the
     /// training state), over `images` `(n, channels, h, w)` in `[-1, 1]`.
-    /// `export_extra` writes whatever else the model directory needs (the
-    /// scheduler configuration) into the exported directory.
+    /// The noise schedule and the prediction type come from `scheduler`,
+    /// which is exported with the U-Net as a diffusers pipeline directory.
     pub fn new(
         vs: &VarStore,
         config: &Config,
-        schedule: NoiseSchedule,
+        scheduler: SchedulerConfig,
         (images, eval): (Tensor, Tensor),
         settings: DdpmSettings,
-        export_extra: Box<dyn Fn(&Path) -> Result<()>>,
     ) -> Result<Self> {
+        let schedule = scheduler.noise_schedule()?;
         if !(0.0..1.0).contains(&settings.ema_decay) {
             return Err(Error::InvalidInput(format!(
                 "EMA decay {} is out of range: it must be in [0, 1)",
@@ -138,7 +138,7 @@ impl DdpmTask {
             pairs,
             ema_decay: settings.ema_decay,
             schedule,
-            prediction: settings.prediction,
+            prediction: scheduler.prediction_type,
             images,
             eval,
             eval_timesteps,
@@ -146,7 +146,7 @@ impl DdpmTask {
             batch_size: settings.batch_size,
             seed: settings.seed,
             config: config.clone(),
-            export_extra,
+            scheduler,
         })
     }
 
@@ -236,6 +236,6 @@ impl Task for DdpmTask {
     fn export(&self, vs: &VarStore, dir: &Path) -> Result<()> {
         let unet_dir = dir.join("unet");
         crate::save_unet(vs, EMA_PREFIX, &self.config, &unet_dir)?;
-        (self.export_extra)(dir)
+        Pipeline::save_scheduler(dir, &self.scheduler)
     }
 }

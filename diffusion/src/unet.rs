@@ -511,11 +511,12 @@ impl UNet2DModel {
                 config.freq_shift,
             ),
         };
-        let mut temb = silu(&projected.to_kind(sample.kind()).apply(&self.time_linear_1))
+        let time = silu(&projected.to_kind(sample.kind()).apply(&self.time_linear_1))
             .apply(&self.time_linear_2);
-        if let (Some(table), Some(labels)) = (&self.class_embedding, class_labels) {
-            temb = temb + labels.apply(table);
-        }
+        let temb = match (&self.class_embedding, class_labels) {
+            (Some(table), Some(labels)) => time + labels.apply(table),
+            _ => time,
+        };
 
         // 2. Input convolution.
         let mut hidden = sample.apply(&self.conv_in);

@@ -358,3 +358,64 @@ fn save_and_load_round_trip() {
     let missing = DigitClassifier::load(&dir.path().join("missing.safetensors"));
     assert!(missing.is_err());
 }
+
+#[test]
+#[ignore]
+fn experiment() {
+    let (train, eval) = mnist::load(0.2).unwrap();
+    let steps: u64 = std::env::var("K_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let started = Instant::now();
+    let classifier = DigitClassifier::train(&train, steps, SEED).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let fixture = Fixture {
+        classifier,
+        images: pad_to_32(&eval.images).unwrap(),
+        labels: eval.labels,
+    };
+    let p = fixture.classifier.probabilities(&fixture.images).unwrap();
+    let acc = p
+        .argmax(1, false)
+        .eq_tensor(&fixture.labels)
+        .to_kind(Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[]);
+    let conf = confident_fraction(&fixture, &fixture.images, "held-out");
+    let nd = p
+        .sum_dim_intlist(1, false, Kind::Float)
+        .lt(0.5)
+        .to_kind(Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[]);
+    let train_images = pad_to_32(&train.images).unwrap();
+    let train_conf = confident_fraction(&fixture, &train_images, "train");
+    eprintln!("RESULT2 not-a-digit {nd:.4} train conf {train_conf:.4}");
+    let labels = Vec::<i64>::try_from(&fixture.labels).unwrap();
+    let mut rng = StdRng::seed_from_u64(12);
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    while (first.len() as i64) < CASE_SIZE {
+        let a = rng.random_range(0..labels.len());
+        let b = rng.random_range(0..labels.len());
+        if labels[a] != labels[b] {
+            first.push(a as i64);
+            second.push(b as i64);
+        }
+    }
+    let pick = |indices: &[i64]| fixture.images.index_select(0, &Tensor::from_slice(indices));
+    let ov = confident_fraction(&fixture, &pick(&first).maximum(&pick(&second)), "overlay");
+    let g = confident_fraction(
+        &fixture,
+        &random_images(CASE_SIZE, 10, |rng| {
+            ((standard_normal(rng) + 1.0) / 2.0).clamp(0.0, 1.0)
+        }),
+        "gauss",
+    );
+    let u = confident_fraction(
+        &fixture,
+        &random_images(CASE_SIZE, 11, |rng| rng.random::<f32>()),
+        "uniform",
+    );
+    eprintln!("RESULT steps {steps} time {seconds:.1} acc {acc:.4} conf {conf:.4} overlay {ov:.4} gauss {g:.4} uniform {u:.4}");
+}

@@ -3,10 +3,11 @@
 //! does.
 
 use common::train::{train, Task, TrainOptions};
-use diffusion::schedule::{BetaSchedule, NoiseSchedule, Prediction};
+use diffusion::scheduler::SchedulerConfig;
 use diffusion::train::{DdpmSettings, DdpmTask};
 use diffusion::{Config, DownBlockType, UpBlockType};
 use std::path::Path;
+use std::sync::Mutex;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
@@ -27,23 +28,24 @@ fn small_config() -> Config {
 }
 
 fn task(vs: &VarStore, data: (Tensor, Tensor)) -> DdpmTask {
-    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
     let settings = DdpmSettings {
         batch_size: 32,
         ema_decay: 0.9,
-        prediction: Prediction::Epsilon,
         seed: 5,
     };
     DdpmTask::new(
         vs,
         &small_config(),
-        schedule,
+        SchedulerConfig::default(),
         data,
         settings,
-        Box::new(|_: &Path| Ok(())),
     )
     .unwrap()
 }
+
+/// Serialises the training tests: libtorch's random generator is global,
+/// so a run beside another would draw other noise.
+static TRAINING: Mutex<()> = Mutex::new(());
 
 fn data() -> (Tensor, Tensor) {
     let (train, eval) = diffusion::train::mnist().unwrap();
@@ -78,6 +80,7 @@ fn mnist_digits_are_scaled_and_padded() {
 
 #[test]
 fn epsilon_loss_falls_on_digits() {
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(0);
     let dir = tempfile::tempdir().unwrap();
     let mut vs = VarStore::new(Device::Cpu);
@@ -128,6 +131,7 @@ fn sorted_variables(vs: &VarStore) -> Vec<(String, Tensor)> {
 
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     let whole = tempfile::tempdir().unwrap();
     tch::manual_seed(1);
     let mut vs = VarStore::new(Device::Cpu);

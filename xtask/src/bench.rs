@@ -2,6 +2,7 @@
 //! same threads.
 
 mod clip;
+mod ddpm;
 
 use crate::generate::{Session, DEFAULT_PROMPT};
 use anyhow::{Context, Result};
@@ -109,6 +110,22 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Milliseconds per U-Net forward pass and per 50-step DDIM sample (eta
+    /// 0) of google/ddpm-cifar10-32's configuration (random weights) at batch
+    /// 1 on the CPU in f32, beside diffusers' UNet2DModel and DDIMScheduler
+    /// with the same weights, scheduler configuration and inputs.
+    Ddpm {
+        /// Intra-op threads for both implementations (default: all cores).
+        #[arg(long, allow_negative_numbers = true)]
+        threads: Option<i32>,
+        /// Timed runs per pass and implementation, after 1 warm-up run; the
+        /// median is reported.
+        #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+        runs: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: Bench) -> Result<ExitCode> {
@@ -144,6 +161,11 @@ pub fn run(command: Bench) -> Result<ExitCode> {
             batch,
             json,
         } => clip::bench_clip(threads, runs, batch, json),
+        Bench::Ddpm {
+            threads,
+            runs,
+            json,
+        } => ddpm::bench_ddpm(threads, runs, json),
     }
 }
 
@@ -1109,6 +1131,22 @@ mod tests {
         assert!(err.contains("--threads 0 is invalid"), "{err}");
         let err = message(bench_dvae(Some(-2), 1, 1, false));
         assert!(err.contains("--threads -2 is invalid"), "{err}");
+    }
+
+    #[test]
+    fn ddpm_rejects_bad_values() {
+        let err = message(ddpm::bench_ddpm(None, 0, false));
+        assert!(err.contains("--runs 0 is invalid"), "{err}");
+        let err = message(ddpm::bench_ddpm(Some(0), 1, false));
+        assert!(err.contains("--threads 0 is invalid"), "{err}");
+        let err = message(ddpm::bench_ddpm(Some(-2), 1, true));
+        assert!(err.contains("--threads -2 is invalid"), "{err}");
+        let too_many = crate::MAX_THREADS + 1;
+        let err = message(ddpm::bench_ddpm(Some(too_many), 1, false));
+        assert!(
+            err.contains(&format!("--threads {too_many} is invalid")),
+            "{err}"
+        );
     }
 
     #[test]

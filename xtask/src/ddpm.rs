@@ -234,7 +234,6 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
     } else {
         Config::mnist()
     };
-    let schedule = scheduler.noise_schedule()?;
     let (images, eval) = diffusion::train::mnist()?;
     eprintln!(
         "data: {} training and {} held-out MNIST digits at 32 x 32; model: U-Net of \
@@ -254,17 +253,14 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
     let task_settings = DdpmSettings {
         batch_size,
         ema_decay,
-        prediction: scheduler.prediction_type,
         seed,
     };
-    let export_config = scheduler.clone();
     let mut task = DdpmTask::new(
         &vs,
         &config,
-        schedule,
+        scheduler.clone(),
         (images, eval),
         task_settings,
-        Box::new(move |dir: &Path| Pipeline::save_scheduler(dir, &export_config)),
     )?;
     if !args.resume {
         std::fs::create_dir_all(out)

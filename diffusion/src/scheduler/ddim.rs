@@ -71,17 +71,17 @@ impl DdimScheduler {
         Ok(())
     }
 
-    /// The timesteps of the sampling loop, from the noisiest down.
+    /// Returns the timesteps of the sampling loop, from the noisiest down.
     pub fn timesteps(&self) -> &[i64] {
         &self.timesteps
     }
 
-    /// The configuration.
+    /// Returns the configuration.
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
     }
 
-    /// The noise schedule.
+    /// Returns the noise schedule.
     pub fn schedule(&self) -> &NoiseSchedule {
         &self.schedule
     }
@@ -89,7 +89,7 @@ impl DdimScheduler {
     /// Runs one step from x_t to the previous inference timestep.
     ///
     /// `model_output` has the shape of `sample`. `noise` is the standard
-    /// normal noise of the step, used when `options.eta > 0`; when it is
+    /// normal noise of the step, used when `options.eta > 0`. When it is
     /// `None`, the step draws it with `Tensor::randn_like`, so
     /// `tch::manual_seed` makes it reproducible.
     ///
@@ -106,16 +106,16 @@ impl DdimScheduler {
     ) -> Result<StepOutput> {
         let num_inference_steps = self.num_inference_steps.ok_or_else(|| {
             Error::InvalidInput(
-                "DDIM step: the number of inference steps is not set; \
-                 call set_timesteps before step"
+                "DDIM step: the number of inference steps is not set. \
+                 Call set_timesteps before step."
                     .to_string(),
             )
         })?;
         check_step_tensors("DDIM step", model_output, sample, noise)?;
         if model_output.size() != sample.size() {
             return Err(Error::InvalidInput(format!(
-                "DDIM step: model_output has shape {:?}, but sample has shape {:?}; \
-                 they must be equal",
+                "DDIM step: model_output has shape {:?}, but sample has shape {:?}. \
+                 They must be equal.",
                 model_output.size(),
                 sample.size()
             )));

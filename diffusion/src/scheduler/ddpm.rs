@@ -14,11 +14,14 @@ use std::fmt;
 use std::str::FromStr;
 use tch::Tensor;
 
-/// The variance of the noise a DDPM step adds, with the names of diffusers'
-/// `variance_type`. beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t is the
-/// variance of the posterior q(x_{t-1} | x_t, x_0), clamped below at 1e-20
-/// as diffusers does; beta_t here is 1 - abar_t / abar_{t-1}, the beta
-/// between the current and the previous inference timestep.
+/// The variance of the noise that a DDPM step adds, named as in diffusers'
+/// `variance_type`.
+///
+/// With abar_prev the abar of the next timestep of the sampling loop (1
+/// after the last), beta_t = 1 - abar_t / abar_prev, and
+/// beta~_t = (1 - abar_prev) / (1 - abar_t) beta_t is the variance of the
+/// posterior q(x_prev | x_t, x_0). Like diffusers, beta~_t is clamped below
+/// at 1e-20.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VarianceType {
     /// beta~_t, the posterior variance (DDPM's sigma_t^2 = beta~_t).
@@ -54,7 +57,7 @@ impl VarianceType {
         VarianceType::LearnedRange,
     ];
 
-    /// The name of the variance type in diffusers' configs.
+    /// Returns the name of the variance type in diffusers' configs.
     pub fn as_str(self) -> &'static str {
         match self {
             VarianceType::FixedSmall => "fixed_small",
@@ -66,7 +69,7 @@ impl VarianceType {
         }
     }
 
-    /// Whether the model predicts the variance in extra channels.
+    /// Returns whether the model predicts the variance in extra channels.
     pub fn is_learned(self) -> bool {
         matches!(self, VarianceType::Learned | VarianceType::LearnedRange)
     }
@@ -81,7 +84,7 @@ impl fmt::Display for VarianceType {
 impl FromStr for VarianceType {
     type Err = Error;
 
-    /// Parses a diffusers `variance_type` name; others are
+    /// Parses a diffusers `variance_type` name. Any other name returns
     /// [`Error::Unsupported`].
     fn from_str(name: &str) -> Result<Self> {
         parse_name("variance_type", name, &Self::ALL, |v| v.as_str())
@@ -153,23 +156,23 @@ impl DdpmScheduler {
         Ok(())
     }
 
-    /// The timesteps of the sampling loop, from the noisiest down.
+    /// Returns the timesteps of the sampling loop, from the noisiest down.
     pub fn timesteps(&self) -> &[i64] {
         &self.timesteps
     }
 
-    /// The configuration.
+    /// Returns the configuration.
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
     }
 
-    /// The noise schedule.
+    /// Returns the noise schedule.
     pub fn schedule(&self) -> &NoiseSchedule {
         &self.schedule
     }
 
-    /// The timestep after `timestep` in the sampling loop, or -1 after the
-    /// last.
+    /// Returns the timestep after `timestep` in the sampling loop, or -1
+    /// after the last.
     fn previous_timestep(&self, timestep: i64) -> Result<i64> {
         if !self.chosen {
             return Ok(timestep - 1);
@@ -194,7 +197,7 @@ impl DdpmScheduler {
     /// `model_output` has the shape of `sample`, or twice its channels
     /// (dimension 1) for the learned variance types, whose second half is
     /// the predicted variance. `noise` is the standard normal noise of the
-    /// step; when it is `None`, the step draws it with `Tensor::randn_like`,
+    /// step. When it is `None`, the step draws it with `Tensor::randn_like`,
     /// so `tch::manual_seed` makes it reproducible. The step at t = 0 adds
     /// no noise.
     pub fn step(
@@ -286,15 +289,19 @@ impl DdpmScheduler {
         let sample_shape = sample.size();
         let variance_type = self.config.variance_type;
         if variance_type.is_learned() {
-            let mut expected = sample_shape.clone();
-            if expected.len() >= 2 {
-                expected[1] *= 2;
-            }
-            if sample_shape.len() < 2 || output_shape != expected {
+            if sample_shape.len() < 2 {
                 return Err(Error::InvalidInput(format!(
-                    "DDPM step: variance_type {variance_type} needs a model output with twice \
-                     the channels of the sample (dimension 1), shape {expected:?}, but it has \
-                     shape {output_shape:?} and the sample {sample_shape:?}"
+                    "DDPM step: variance_type {variance_type} needs samples with a channel \
+                     dimension (batch, channels, ...), but sample has shape {sample_shape:?}"
+                )));
+            }
+            let mut expected = sample_shape.clone();
+            expected[1] *= 2;
+            if output_shape != expected {
+                return Err(Error::InvalidInput(format!(
+                    "DDPM step: variance_type {variance_type} needs a model output of shape \
+                     {expected:?}, with twice the channels (dimension 1) of the sample, but it \
+                     has shape {output_shape:?}"
                 )));
             }
             let channels = sample_shape[1];
@@ -307,8 +314,8 @@ impl DdpmScheduler {
         if output_shape != sample_shape {
             return Err(Error::InvalidInput(format!(
                 "DDPM step: model_output has shape {output_shape:?}, but sample has shape \
-                 {sample_shape:?}; they must be equal unless variance_type is learned or \
-                 learned_range (now {variance_type})"
+                 {sample_shape:?}. They must be equal unless variance_type is learned or \
+                 learned_range (it is {variance_type})."
             )));
         }
         Ok((model_output.shallow_clone(), None))

@@ -41,9 +41,9 @@ use std::path::Path;
 use std::str::FromStr;
 use tch::{Kind, Tensor};
 
-/// How `set_timesteps` spreads the inference timesteps over the training
-/// timesteps (Lin et al., 2024, "Common Diffusion Noise Schedules and Sample
-/// Steps Are Flawed", table 2).
+/// The rule by which `set_timesteps` spreads the inference timesteps over
+/// the training timesteps (Lin et al., 2024, "Common Diffusion Noise
+/// Schedules and Sample Steps Are Flawed", table 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimestepSpacing {
     /// Multiples of T / n (integer division) starting at 0, plus
@@ -65,7 +65,7 @@ impl TimestepSpacing {
         TimestepSpacing::Linspace,
     ];
 
-    /// The name of the spacing in diffusers' configs.
+    /// Returns the name of the spacing in diffusers' configs.
     pub fn as_str(self) -> &'static str {
         match self {
             TimestepSpacing::Leading => "leading",
@@ -84,7 +84,7 @@ impl fmt::Display for TimestepSpacing {
 impl FromStr for TimestepSpacing {
     type Err = Error;
 
-    /// Parses a diffusers `timestep_spacing` name; others are
+    /// Parses a diffusers `timestep_spacing` name. Any other name returns
     /// [`Error::Unsupported`].
     fn from_str(name: &str) -> Result<Self> {
         parse_name("timestep_spacing", name, &Self::ALL, |s| s.as_str())
@@ -98,10 +98,10 @@ impl FromStr for TimestepSpacing {
 /// they share. `variance_type` is read by DDPM only and `set_alpha_to_one` by
 /// DDIM only, so one default serves both. Deserializing ignores unknown keys
 /// such as `_class_name` and `_diffusers_version`, and treats `null` as the
-/// default; [`SchedulerConfig::from_json`] reports unsupported values as
+/// default. [`SchedulerConfig::from_json`] reports unsupported values as
 /// [`Error::Unsupported`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "RawConfig")]
+#[serde(try_from = "serde_json::Value")]
 pub struct SchedulerConfig {
     /// The number of diffusion steps T the model was trained with (1000).
     pub num_train_timesteps: i64,
@@ -110,7 +110,7 @@ pub struct SchedulerConfig {
     pub beta_start: f64,
     /// The last beta of the linear, scaled linear and sigmoid schedules (0.02).
     pub beta_end: f64,
-    /// How betas grow with t (linear).
+    /// The rule for the betas (linear).
     pub beta_schedule: BetaSchedule,
     /// Explicit betas, one per training timestep, that replace
     /// `beta_schedule` (none).
@@ -122,7 +122,7 @@ pub struct SchedulerConfig {
     pub clip_sample: bool,
     /// The bound of `clip_sample` (1.0).
     pub clip_sample_range: f64,
-    /// What the model predicts (epsilon).
+    /// The quantity that the model predicts (epsilon).
     pub prediction_type: Prediction,
     /// Whether the predicted x_0 goes through dynamic thresholding (Saharia
     /// et al., 2022, "Photorealistic Text-to-Image Diffusion Models with Deep
@@ -132,14 +132,16 @@ pub struct SchedulerConfig {
     pub dynamic_thresholding_ratio: f64,
     /// The largest scale of dynamic thresholding (1.0).
     pub sample_max_value: f64,
-    /// How inference timesteps are spread (leading).
+    /// The spacing of the inference timesteps (leading).
     pub timestep_spacing: TimestepSpacing,
-    /// An offset added to "leading" timesteps; Stable Diffusion uses 1 (0).
+    /// An offset added to "leading" timesteps, 1 in Stable Diffusion (0).
     pub steps_offset: i64,
     /// DDIM only: whether abar before the first timestep is 1, or else
     /// abar_0 (true).
     pub set_alpha_to_one: bool,
-    /// Whether betas are rescaled to zero terminal SNR (false).
+    /// Whether betas are rescaled to zero terminal SNR (false). abar_{T-1} is
+    /// then 0, so epsilon prediction divides by zero at t = T - 1, as in
+    /// diffusers. Lin et al. (2024) pair the rescaling with v prediction.
     pub rescale_betas_zero_snr: bool,
 }
 
@@ -166,64 +168,117 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// The JSON form of [`SchedulerConfig`], with names still unparsed so that an
-/// unsupported one becomes [`Error::Unsupported`].
-#[derive(Deserialize)]
-struct RawConfig {
-    num_train_timesteps: Option<i64>,
-    beta_start: Option<f64>,
-    beta_end: Option<f64>,
-    beta_schedule: Option<String>,
-    trained_betas: Option<Vec<f64>>,
-    variance_type: Option<String>,
-    clip_sample: Option<bool>,
-    clip_sample_range: Option<f64>,
-    prediction_type: Option<String>,
-    thresholding: Option<bool>,
-    dynamic_thresholding_ratio: Option<f64>,
-    sample_max_value: Option<f64>,
-    timestep_spacing: Option<String>,
-    steps_offset: Option<i64>,
-    set_alpha_to_one: Option<bool>,
-    rescale_betas_zero_snr: Option<bool>,
-}
-
-impl TryFrom<RawConfig> for SchedulerConfig {
+impl TryFrom<serde_json::Value> for SchedulerConfig {
     type Error = Error;
 
-    fn try_from(raw: RawConfig) -> Result<Self> {
+    /// Reads the fields of a parsed `scheduler_config.json`. Missing and
+    /// `null` fields take the default, and unknown keys are ignored.
+    fn try_from(value: serde_json::Value) -> Result<Self> {
+        let serde_json::Value::Object(fields) = value else {
+            return Err(Error::InvalidInput(format!(
+                "a scheduler config must be a JSON object, got {}",
+                abbreviate(&value)
+            )));
+        };
+        let fields = ConfigFields(&fields);
         let default = SchedulerConfig::default();
         let config = SchedulerConfig {
-            num_train_timesteps: raw
-                .num_train_timesteps
-                .unwrap_or(default.num_train_timesteps),
-            beta_start: raw.beta_start.unwrap_or(default.beta_start),
-            beta_end: raw.beta_end.unwrap_or(default.beta_end),
-            beta_schedule: parse_or(raw.beta_schedule, default.beta_schedule)?,
-            trained_betas: raw.trained_betas,
-            variance_type: parse_or(raw.variance_type, default.variance_type)?,
-            clip_sample: raw.clip_sample.unwrap_or(default.clip_sample),
-            clip_sample_range: raw.clip_sample_range.unwrap_or(default.clip_sample_range),
-            prediction_type: parse_or(raw.prediction_type, default.prediction_type)?,
-            thresholding: raw.thresholding.unwrap_or(default.thresholding),
-            dynamic_thresholding_ratio: raw
-                .dynamic_thresholding_ratio
-                .unwrap_or(default.dynamic_thresholding_ratio),
-            sample_max_value: raw.sample_max_value.unwrap_or(default.sample_max_value),
-            timestep_spacing: parse_or(raw.timestep_spacing, default.timestep_spacing)?,
-            steps_offset: raw.steps_offset.unwrap_or(default.steps_offset),
-            set_alpha_to_one: raw.set_alpha_to_one.unwrap_or(default.set_alpha_to_one),
-            rescale_betas_zero_snr: raw
-                .rescale_betas_zero_snr
-                .unwrap_or(default.rescale_betas_zero_snr),
+            num_train_timesteps: fields
+                .integer("num_train_timesteps", default.num_train_timesteps)?,
+            beta_start: fields.number("beta_start", default.beta_start)?,
+            beta_end: fields.number("beta_end", default.beta_end)?,
+            beta_schedule: fields.name("beta_schedule", default.beta_schedule)?,
+            trained_betas: fields.numbers("trained_betas")?,
+            variance_type: fields.name("variance_type", default.variance_type)?,
+            clip_sample: fields.boolean("clip_sample", default.clip_sample)?,
+            clip_sample_range: fields.number("clip_sample_range", default.clip_sample_range)?,
+            prediction_type: fields.name("prediction_type", default.prediction_type)?,
+            thresholding: fields.boolean("thresholding", default.thresholding)?,
+            dynamic_thresholding_ratio: fields.number(
+                "dynamic_thresholding_ratio",
+                default.dynamic_thresholding_ratio,
+            )?,
+            sample_max_value: fields.number("sample_max_value", default.sample_max_value)?,
+            timestep_spacing: fields.name("timestep_spacing", default.timestep_spacing)?,
+            steps_offset: fields.integer("steps_offset", default.steps_offset)?,
+            set_alpha_to_one: fields.boolean("set_alpha_to_one", default.set_alpha_to_one)?,
+            rescale_betas_zero_snr: fields
+                .boolean("rescale_betas_zero_snr", default.rescale_betas_zero_snr)?,
         };
         config.validate()?;
         Ok(config)
     }
 }
 
-fn parse_or<T: FromStr<Err = Error>>(name: Option<String>, default: T) -> Result<T> {
-    name.map_or(Ok(default), |name| name.parse())
+/// The fields of a config object, read with errors that name the field.
+struct ConfigFields<'a>(&'a serde_json::Map<String, serde_json::Value>);
+
+impl ConfigFields<'_> {
+    fn get(&self, name: &str) -> Option<&serde_json::Value> {
+        self.0.get(name).filter(|value| !value.is_null())
+    }
+
+    fn read<T>(
+        &self,
+        name: &str,
+        default: T,
+        expected: &str,
+        convert: impl Fn(&serde_json::Value) -> Option<T>,
+    ) -> Result<T> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(value) => convert(value).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "scheduler config field {name} must be {expected}, got {}",
+                    abbreviate(value)
+                ))
+            }),
+        }
+    }
+
+    fn integer(&self, name: &str, default: i64) -> Result<i64> {
+        self.read(name, default, "an integer", serde_json::Value::as_i64)
+    }
+
+    fn number(&self, name: &str, default: f64) -> Result<f64> {
+        self.read(name, default, "a number", serde_json::Value::as_f64)
+    }
+
+    fn boolean(&self, name: &str, default: bool) -> Result<bool> {
+        self.read(name, default, "true or false", serde_json::Value::as_bool)
+    }
+
+    fn numbers(&self, name: &str) -> Result<Option<Vec<f64>>> {
+        self.read(name, None, "a list of numbers", |value| {
+            let list = value.as_array()?;
+            list.iter()
+                .map(serde_json::Value::as_f64)
+                .collect::<Option<Vec<f64>>>()
+                .map(Some)
+        })
+    }
+
+    /// Parses a name such as `beta_schedule`. An unknown name returns
+    /// [`Error::Unsupported`].
+    fn name<T: FromStr<Err = Error>>(&self, name: &str, default: T) -> Result<T> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(serde_json::Value::String(text)) => text.parse(),
+            Some(value) => Err(Error::InvalidInput(format!(
+                "scheduler config field {name} must be a string, got {}",
+                abbreviate(value)
+            ))),
+        }
+    }
+}
+
+/// Returns the JSON text of `value`, cut to 60 characters for error messages.
+fn abbreviate(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(60) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
+    }
 }
 
 impl SchedulerConfig {
@@ -234,18 +289,18 @@ impl SchedulerConfig {
     /// unknown `beta_schedule`, `variance_type`, `prediction_type` or
     /// `timestep_spacing`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("invalid scheduler config: {e}")))?;
-        SchedulerConfig::try_from(raw)
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::InvalidInput(format!("invalid scheduler config JSON: {e}")))?;
+        SchedulerConfig::try_from(value)
     }
 
     /// Reads a diffusers `scheduler_config.json` file, with the errors of
     /// [`SchedulerConfig::from_json`] prefixed by the path.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let raw: RawConfig = serde_json::from_str(&text)
+        let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, "scheduler config", e.to_string()))?;
-        SchedulerConfig::try_from(raw).map_err(|e| match e {
+        SchedulerConfig::try_from(value).map_err(|e| match e {
             Error::Unsupported(message) => {
                 Error::Unsupported(format!("{}: {message}", path.display()))
             }
@@ -284,8 +339,8 @@ impl SchedulerConfig {
         if let Some(betas) = &self.trained_betas {
             if betas.len() as i64 != self.num_train_timesteps {
                 return Err(Error::InvalidInput(format!(
-                    "trained_betas has {} values, but num_train_timesteps is {}; \
-                     they must be equal",
+                    "trained_betas has {} values, but num_train_timesteps is {}. \
+                     They must be equal.",
                     betas.len(),
                     self.num_train_timesteps
                 )));
@@ -332,16 +387,18 @@ pub struct StepOutput {
 pub enum Sampler {
     /// DDPM's ancestral sampling.
     Ddpm(DdpmScheduler),
-    /// DDIM with the options of every step (eta 0 is deterministic).
+    /// DDIM, with the options of every step.
     Ddim {
+        /// The DDIM scheduler.
         scheduler: DdimScheduler,
+        /// The eta (0 is deterministic) and clipping option of every step.
         options: DdimStepOptions,
     },
 }
 
 impl Sampler {
-    /// Chooses `num_inference_steps` timesteps; see
-    /// [`DdpmScheduler::set_timesteps`].
+    /// Chooses `num_inference_steps` timesteps, as
+    /// [`DdpmScheduler::set_timesteps`] does.
     pub fn set_timesteps(&mut self, num_inference_steps: i64) -> Result<()> {
         match self {
             Sampler::Ddpm(scheduler) => scheduler.set_timesteps(num_inference_steps),
@@ -349,7 +406,7 @@ impl Sampler {
         }
     }
 
-    /// The timesteps of the sampling loop, from the noisiest down.
+    /// Returns the timesteps of the sampling loop, from the noisiest down.
     pub fn timesteps(&self) -> &[i64] {
         match self {
             Sampler::Ddpm(scheduler) => scheduler.timesteps(),
@@ -357,7 +414,7 @@ impl Sampler {
         }
     }
 
-    /// Runs one denoising step; see [`DdpmScheduler::step`] and
+    /// Runs one denoising step with [`DdpmScheduler::step`] or
     /// [`DdimScheduler::step`].
     pub fn step(
         &self,
@@ -374,7 +431,7 @@ impl Sampler {
         }
     }
 
-    /// The configuration of the scheduler.
+    /// Returns the configuration of the scheduler.
     pub fn config(&self) -> &SchedulerConfig {
         match self {
             Sampler::Ddpm(scheduler) => scheduler.config(),
@@ -382,7 +439,7 @@ impl Sampler {
         }
     }
 
-    /// The noise schedule of the scheduler.
+    /// Returns the noise schedule of the scheduler.
     pub fn schedule(&self) -> &NoiseSchedule {
         match self {
             Sampler::Ddpm(scheduler) => scheduler.schedule(),
@@ -390,15 +447,15 @@ impl Sampler {
         }
     }
 
-    /// The standard deviation of the initial noise, 1 for both samplers
-    /// (diffusers' `init_noise_sigma`).
+    /// Returns the standard deviation of the initial noise, 1 for both
+    /// samplers (diffusers' `init_noise_sigma`).
     pub fn init_noise_sigma(&self) -> f64 {
         1.0
     }
 }
 
-/// The `num_inference_steps` timesteps of `config.timestep_spacing`, from the
-/// noisiest down, as diffusers' `set_timesteps` computes them with NumPy.
+/// Computes the `num_inference_steps` timesteps of `config.timestep_spacing`,
+/// from the noisiest down, as diffusers' `set_timesteps` does with NumPy.
 ///
 /// Returns [`Error::InvalidInput`] when `num_inference_steps` is outside
 /// [1, num_train_timesteps] or `steps_offset` pushes a timestep past T - 1.
@@ -424,7 +481,11 @@ fn spaced_timesteps(config: &SchedulerConfig, num_inference_steps: i64) -> Resul
             (0..n)
                 .rev()
                 .map(|i| {
-                    let value = if i == n - 1 { last } else { i as f64 * step };
+                    let value = if n > 1 && i == n - 1 {
+                        last
+                    } else {
+                        i as f64 * step
+                    };
                     value.round_ties_even() as i64
                 })
                 .collect()
@@ -485,8 +546,8 @@ fn check_step_tensors(
     check_float(function, "sample", sample)?;
     if model_output.kind() != sample.kind() || model_output.device() != sample.device() {
         return Err(Error::InvalidInput(format!(
-            "{function}: model_output is {:?} on {:?}, but sample is {:?} on {:?}; \
-             they must match",
+            "{function}: model_output is {:?} on {:?}, but sample is {:?} on {:?}. \
+             They must match.",
             model_output.kind(),
             model_output.device(),
             sample.kind(),
@@ -521,10 +582,10 @@ fn clip_or_threshold(config: &SchedulerConfig, x0: Tensor) -> Result<Tensor> {
     }
 }
 
-/// Dynamic thresholding: per batch element, s = clamp(quantile(|x_0|, ratio),
-/// 1, sample_max_value), then x_0 is clamped to [-s, s] and divided by s.
-/// Half-precision input is computed in float32, as diffusers does, because
-/// `quantile` needs float32 or float64.
+/// Applies dynamic thresholding. For each batch element,
+/// s = clamp(quantile(|x_0|, ratio), 1, sample_max_value), and x_0 is
+/// clamped to [-s, s] and divided by s. Half-precision input is computed in
+/// float32, as diffusers does, because `quantile` needs float32 or float64.
 fn threshold(config: &SchedulerConfig, x0: &Tensor) -> Result<Tensor> {
     let kind = x0.kind();
     let shape = x0.size();
