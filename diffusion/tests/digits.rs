@@ -368,7 +368,11 @@ fn experiment() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(400);
     let started = Instant::now();
-    let classifier = DigitClassifier::train(&train, steps, SEED).unwrap();
+    let seed: u64 = std::env::var("K_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEED);
+    let classifier = DigitClassifier::train(&train, steps, seed).unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let fixture = Fixture {
         classifier,

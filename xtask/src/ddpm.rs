@@ -56,7 +56,7 @@ pub struct TrainArgs {
     #[arg(long)]
     checkpoint_every: Option<u64>,
     /// Samples drawn and scored at the end (DDIM, 50 steps); 0 skips it.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     samples: i64,
     /// Intra-op threads (default: libtorch's choice, every core).
     #[arg(long, allow_negative_numbers = true)]

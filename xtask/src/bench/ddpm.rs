@@ -20,17 +20,19 @@ const FORWARD_TIMESTEP: i64 = 500;
 const TARGET: f64 = 1.0;
 /// The largest difference between the two sides' U-Net outputs that still
 /// counts as agreement. Both sides call the same libtorch kernels on the same
-/// weights, and the outputs, of order 1, differ by a few f32 rounding steps.
+/// weights, and the outputs, up to about 3 in magnitude, differ by rounding.
+// NOTE: measured with torch 2.13 on 2 threads: the Rust and diffusers outputs
+// differed by 1.3e-5, and diffusers' own outputs on 1 and 2 threads by 8e-6.
 const FORWARD_TOLERANCE: f64 = 1e-4;
 /// The largest difference between the two sides' final DDIM samples, in
-/// [-1, 1], that still counts as agreement. Each of the 50 steps feeds the
-/// U-Net's rounding differences back into the next input, and dividing by
-/// sqrt(alpha_prod) up to 1 / 0.08 at the noisiest timestep magnifies them in
-/// the predicted x_0.
-// NOTE: the measured difference with torch 2.13 on 2 threads was of order
-// 1e-6. The bound keeps a wide margin for other thread counts, whose
-// reductions round differently.
-const SAMPLE_TOLERANCE: f64 = 1e-3;
+/// [-1, 1], that still counts as agreement. Each step feeds the U-Net's
+/// rounding differences back into its next input, so over 50 steps they grow
+/// about a hundredfold. Errors in the sampler are far larger: with beta_end
+/// 0.0201 in place of 0.02, diffusers' sample moves by 0.29.
+// NOTE: measured with torch 2.13 on 2 threads: the Rust and diffusers samples
+// differed by 1.5e-3, and diffusers' own samples on 1 and 2 threads by
+// 1.2e-3. Other thread counts round differently, hence the margin.
+const SAMPLE_TOLERANCE: f64 = 1e-2;
 
 /// The differences between the outputs of the two sides.
 struct DdpmAgreement {
