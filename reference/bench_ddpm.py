@@ -5,10 +5,11 @@ in f32, the reference side of `cargo xtask bench ddpm`.
 The Rust side writes the layout of a diffusers pipeline directory into
 `--model-dir`. `unet/` contains `config.json` and
 `diffusion_pytorch_model.safetensors`, the U-Net with random weights.
-`scheduler/scheduler_config.json` is the DDIMScheduler configuration: the
-DDPM schedule of 1000 linear betas from 1e-4 to 0.02 and DDIMScheduler's
-defaults otherwise (x_0 clipped to [-1, 1], epsilon prediction, "leading"
-timestep spacing, alpha_prod of 1 before the first timestep).
+`scheduler/scheduler_config.json` is the DDIMScheduler configuration. It
+has the DDPM schedule of 1000 linear betas from 1e-4 to 0.02, and
+DDIMScheduler's defaults otherwise. So x_0 is clipped to [-1, 1], the model
+predicts epsilon, the timesteps use "leading" spacing, and the last step,
+which goes past timestep 0, uses an alpha_prod of 1 (`set_alpha_to_one`).
 `inputs.safetensors` contains `sample` `(1, 3, 32, 32)` and `timesteps`
 `(1,)` for the forward pass, and `noise` `(1, 3, 32, 32)`, the initial noise
 of the sampler.

@@ -32,7 +32,7 @@ impl SampleSize {
     }
 }
 
-/// How a timestep becomes the input of the time-embedding MLP.
+/// The encoding of a timestep that feeds the time-embedding MLP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeEmbedding {
@@ -44,7 +44,7 @@ pub enum TimeEmbedding {
     Fourier,
 }
 
-/// Where the time embedding enters a residual block.
+/// The way the time embedding enters a residual block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeScaleShift {
@@ -202,8 +202,10 @@ impl Config {
     }
 
     /// A U-Net for 32 x 32 single-channel digits that trains on two CPU
-    /// cores: three resolutions of 32, 64 and 64 channels, one residual
-    /// block per level, self-attention at 8 x 8, about 1.1M parameters.
+    /// cores, with 686,769 parameters. Its three levels have 16, 32 and 64
+    /// channels at 32 x 32, 16 x 16 and 8 x 8, one residual block each on
+    /// the way down and two on the way up. Self-attention runs at 8 x 8 and
+    /// in the middle.
     pub fn mnist() -> Self {
         use DownBlockType::*;
         use UpBlockType::*;
@@ -211,7 +213,7 @@ impl Config {
             sample_size: Some(SampleSize::Square(32)),
             in_channels: 1,
             out_channels: 1,
-            block_out_channels: vec![32, 64, 64],
+            block_out_channels: vec![16, 32, 64],
             down_block_types: vec![DownBlock2D, DownBlock2D, AttnDownBlock2D],
             up_block_types: vec![AttnUpBlock2D, UpBlock2D, UpBlock2D],
             layers_per_block: 1,
@@ -343,6 +345,13 @@ impl Config {
                 }
             }
         }
+        self.validate_values()?;
+        self.validate_supported()
+    }
+
+    /// Checks the floating-point and padding values.
+    fn validate_values(&self) -> Result<()> {
+        let invalid = |message: String| Err(Error::InvalidInput(message));
         if !(0.0..1.0).contains(&self.dropout) {
             return invalid(format!("dropout is {}: it must be in [0, 1)", self.dropout));
         }
@@ -364,6 +373,13 @@ impl Config {
                 self.downsample_padding
             ));
         }
+        Ok(())
+    }
+
+    /// Checks that the activation, the resampling, the time embedding and
+    /// the class conditioning are kinds this crate implements.
+    fn validate_supported(&self) -> Result<()> {
+        let invalid = |message: String| Err(Error::InvalidInput(message));
         let unsupported = |message: String| Err(Error::Unsupported(message));
         if !matches!(self.act_fn.as_str(), "silu" | "swish") {
             return unsupported(format!(

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
-const STEPS: u64 = 400;
+const STEPS: u64 = 500;
 const SEED: u64 = 1;
 const THRESHOLD: f64 = 0.9;
 /// Images per synthetic non-digit case.
@@ -32,6 +32,10 @@ fn fixture() -> MutexGuard<'static, Fixture> {
     static FIXTURE: OnceLock<Mutex<Fixture>> = OnceLock::new();
     FIXTURE
         .get_or_init(|| {
+            // One libtorch thread: on a 2-core machine shared with a
+            // compiler, two threads took 100 to 200 s to train (16 s on
+            // quieter cores), while one thread took 24 to 33 s.
+            tch::set_num_threads(1);
             let (train, eval) = mnist::load(0.2).unwrap();
             let started = Instant::now();
             let classifier = DigitClassifier::train(&train, STEPS, SEED).unwrap();
@@ -90,7 +94,7 @@ fn held_out_accuracy() {
         .mean(Kind::Double)
         .double_value(&[]);
     eprintln!("held-out accuracy {accuracy:.4}");
-    // Measured: 0.
+    // Measured: 0.982 to 0.987 with seeds 1 to 3.
     assert!(accuracy >= 0.97, "held-out accuracy {accuracy}");
 }
 
@@ -103,14 +107,15 @@ fn held_out_digits_are_confident() {
         .unwrap();
     let fraction = score.fraction();
     eprintln!("held-out digits: {score:?}, fraction {fraction:.4}");
-    // Measured: 0.
+    // Measured: 0.930 to 0.945 with seeds 1 to 3.
     assert!(fraction >= 0.9, "confident fraction {fraction}");
     assert_eq!(score.total, fixture.labels.size()[0]);
     assert_eq!(score.per_digit.iter().sum::<i64>(), score.confident);
-    // Each digit is about a tenth of the set.
+    // Each digit is about a tenth of the set, and at least half of each
+    // digit is confident. Measured: 8 is the least, with 151 to 157 of 200.
     for (digit, &count) in score.per_digit.iter().enumerate() {
         assert!(
-            count as f64 > 0.07 * score.total as f64,
+            count as f64 > 0.05 * score.total as f64,
             "digit {digit}: {count} confident"
         );
     }
@@ -122,9 +127,10 @@ fn probabilities_leave_room_for_non_digits() {
     let blank = Tensor::zeros([1, 1, 32, 32], (Kind::Float, tch::Device::Cpu));
     let probabilities = fixture.classifier.probabilities(&blank).unwrap();
     let total = probabilities.sum(Kind::Double).double_value(&[]);
-    // Measured: 0.
+    eprintln!("digit probabilities of a blank image sum to {total:.2e}");
+    // Measured: 6e-4 to 5e-3 with seeds 1 to 3.
     assert!(
-        total < 0.5,
+        total < 0.05,
         "digit probabilities of a blank image sum to {total}"
     );
     let row_sums = fixture
@@ -145,7 +151,7 @@ fn gaussian_noise_is_not_confident() {
         ((standard_normal(rng) + 1.0) / 2.0).clamp(0.0, 1.0)
     });
     let fraction = confident_fraction(&fixture, &images, "Gaussian noise");
-    // Measured: 0.
+    // Measured: 0 of 500 with seeds 1 to 3.
     assert!(fraction <= 0.01, "{fraction}");
 }
 
@@ -154,7 +160,7 @@ fn uniform_noise_is_not_confident() {
     let fixture = fixture();
     let images = random_images(CASE_SIZE, 11, |rng| rng.random::<f32>());
     let fraction = confident_fraction(&fixture, &images, "uniform noise");
-    // Measured: 0.
+    // Measured: 0 of 500 with seeds 1 to 3.
     assert!(fraction <= 0.01, "{fraction}");
 }
 
@@ -185,8 +191,9 @@ fn overlaid_digits_are_rarely_confident() {
     let pick = |indices: &[i64]| fixture.images.index_select(0, &Tensor::from_slice(indices));
     let images = pick(&first).maximum(&pick(&second));
     let fraction = confident_fraction(&fixture, &images, "two digits overlaid");
-    // Measured: 0.
-    assert!(fraction <= 0.2, "{fraction}");
+    // Measured: 0.024 to 0.042 with seeds 1 to 3, against 0.58 to 0.70 for
+    // similar networks trained without synthetic non-digits.
+    assert!(fraction <= 0.1, "{fraction}");
 }
 
 #[test]
@@ -274,11 +281,19 @@ fn values_slightly_outside_range_are_clamped() {
     let images = fixture.images.narrow(0, 0, 8);
     // Ink at 1.05 and background at -0.05, as an unclamped sample may have.
     let stretched = &images * 1.1 - 0.05;
-    let a = fixture.classifier.probabilities(&images).unwrap();
-    let b = fixture.classifier.probabilities(&stretched).unwrap();
-    let a_max = a.argmax(1, false);
-    let b_max = b.argmax(1, false);
-    assert!(a_max.equal(&b_max), "{a_max} vs {b_max}");
+    let stretched_probabilities = fixture.classifier.probabilities(&stretched).unwrap();
+    let clamped_probabilities = fixture
+        .classifier
+        .probabilities(&stretched.clamp(0.0, 1.0))
+        .unwrap();
+    assert!(stretched_probabilities.equal(&clamped_probabilities));
+    let original = fixture.classifier.probabilities(&images).unwrap();
+    let original_digits = original.argmax(1, false);
+    let stretched_digits = stretched_probabilities.argmax(1, false);
+    assert!(
+        original_digits.equal(&stretched_digits),
+        "{original_digits} vs {stretched_digits}"
+    );
 }
 
 #[test]
@@ -314,13 +329,13 @@ fn training_is_seeded_and_checks_data() {
     // generator during these short runs.
     let _fixture = fixture();
     let (train, _) = mnist::load(0.5).unwrap();
-    let a = DigitClassifier::train(&train, 3, 5).unwrap();
-    let b = DigitClassifier::train(&train, 3, 5).unwrap();
-    let c = DigitClassifier::train(&train, 3, 6).unwrap();
+    let first = DigitClassifier::train(&train, 3, 5).unwrap();
+    let repeated = DigitClassifier::train(&train, 3, 5).unwrap();
+    let other_seed = DigitClassifier::train(&train, 3, 6).unwrap();
     let probe = pad_to_32(&train.images.narrow(0, 0, 16)).unwrap();
-    let pa = a.probabilities(&probe).unwrap();
-    assert!(pa.equal(&b.probabilities(&probe).unwrap()));
-    assert!(!pa.equal(&c.probabilities(&probe).unwrap()));
+    let expected = first.probabilities(&probe).unwrap();
+    assert!(expected.equal(&repeated.probabilities(&probe).unwrap()));
+    assert!(!expected.equal(&other_seed.probabilities(&probe).unwrap()));
 
     let err = DigitClassifier::train(&train, 0, 5)
         .unwrap_err()
@@ -343,6 +358,15 @@ fn training_is_seeded_and_checks_data() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("label 10"), "{err}");
+    let with_nan = mnist::Digits {
+        images: train.images.copy(),
+        labels: labels.shallow_clone(),
+    };
+    let _ = with_nan.images.get(0).get(14).get(14).fill_(f64::NAN);
+    let err = DigitClassifier::train(&with_nan, 1, 5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("NaN"), "{err}");
 }
 
 #[test]
@@ -357,69 +381,4 @@ fn save_and_load_round_trip() {
     assert!(loaded.probabilities(&images).unwrap().equal(&expected));
     let missing = DigitClassifier::load(&dir.path().join("missing.safetensors"));
     assert!(missing.is_err());
-}
-
-#[test]
-#[ignore]
-fn experiment() {
-    let (train, eval) = mnist::load(0.2).unwrap();
-    let steps: u64 = std::env::var("K_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400);
-    let started = Instant::now();
-    let seed: u64 = std::env::var("K_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(SEED);
-    let classifier = DigitClassifier::train(&train, steps, seed).unwrap();
-    let seconds = started.elapsed().as_secs_f64();
-    let fixture = Fixture {
-        classifier,
-        images: pad_to_32(&eval.images).unwrap(),
-        labels: eval.labels,
-    };
-    let p = fixture.classifier.probabilities(&fixture.images).unwrap();
-    let acc = p
-        .argmax(1, false)
-        .eq_tensor(&fixture.labels)
-        .to_kind(Kind::Double)
-        .mean(Kind::Double)
-        .double_value(&[]);
-    let conf = confident_fraction(&fixture, &fixture.images, "held-out");
-    let nd = p
-        .sum_dim_intlist(1, false, Kind::Float)
-        .lt(0.5)
-        .to_kind(Kind::Double)
-        .mean(Kind::Double)
-        .double_value(&[]);
-    let train_images = pad_to_32(&train.images).unwrap();
-    let train_conf = confident_fraction(&fixture, &train_images, "train");
-    eprintln!("RESULT2 not-a-digit {nd:.4} train conf {train_conf:.4}");
-    let labels = Vec::<i64>::try_from(&fixture.labels).unwrap();
-    let mut rng = StdRng::seed_from_u64(12);
-    let (mut first, mut second) = (Vec::new(), Vec::new());
-    while (first.len() as i64) < CASE_SIZE {
-        let a = rng.random_range(0..labels.len());
-        let b = rng.random_range(0..labels.len());
-        if labels[a] != labels[b] {
-            first.push(a as i64);
-            second.push(b as i64);
-        }
-    }
-    let pick = |indices: &[i64]| fixture.images.index_select(0, &Tensor::from_slice(indices));
-    let ov = confident_fraction(&fixture, &pick(&first).maximum(&pick(&second)), "overlay");
-    let g = confident_fraction(
-        &fixture,
-        &random_images(CASE_SIZE, 10, |rng| {
-            ((standard_normal(rng) + 1.0) / 2.0).clamp(0.0, 1.0)
-        }),
-        "gauss",
-    );
-    let u = confident_fraction(
-        &fixture,
-        &random_images(CASE_SIZE, 11, |rng| rng.random::<f32>()),
-        "uniform",
-    );
-    eprintln!("RESULT steps {steps} time {seconds:.1} acc {acc:.4} conf {conf:.4} overlay {ov:.4} gauss {g:.4} uniform {u:.4}");
 }

@@ -47,7 +47,7 @@ pub struct TrainArgs {
 }
 
 /// The options that decide what a run computes. A resumed run takes them
-/// from [`SETTINGS_FILE`], and giving one with another value is an error,
+/// from [`crate::train::SETTINGS_FILE`], and giving one with another value is an error,
 /// so that it ends as an uninterrupted run would.
 #[derive(clap::Args, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct SettingArgs {
@@ -79,9 +79,6 @@ struct SettingArgs {
     seed: Option<u64>,
 }
 
-/// The file of a run directory that keeps the run's [`SettingArgs`].
-const SETTINGS_FILE: &str = "train-settings.json";
-
 impl SettingArgs {
     /// Fills every option not given with its default.
     fn with_defaults(&self) -> Self {
@@ -96,24 +93,6 @@ impl SettingArgs {
             grad_clip: Some(self.grad_clip.unwrap_or(1.0)),
             seed: Some(self.seed.unwrap_or(1337)),
         }
-    }
-
-    /// Returns the settings `saved` by the run being resumed, after checking
-    /// that every option given agrees with them.
-    fn resumed(&self, saved: &Self) -> Result<Self> {
-        let given = serde_json::to_value(self)?;
-        let kept = serde_json::to_value(saved)?;
-        for (name, value) in given.as_object().into_iter().flatten() {
-            if !value.is_null() && kept.get(name) != Some(value) {
-                anyhow::bail!(
-                    "--{} {value} differs from the {} of the run being resumed: leave it \
-                     out, so that the run ends as an uninterrupted one would",
-                    name.replace('_', "-"),
-                    kept.get(name).unwrap_or(&serde_json::Value::Null)
-                );
-            }
-        }
-        Ok(saved.clone())
     }
 }
 
@@ -156,23 +135,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
 pub fn train_clip(args: &TrainArgs) -> Result<ExitCode> {
     crate::set_threads(args.threads)?;
     let out = &args.out;
-    ensure!(
-        !out.is_file(),
-        "--out {} is a file, not a directory: choose a directory for the model",
-        out.display()
-    );
-    crate::train::check_run_dir(out, args.resume)?;
-    let settings_path = out.join(SETTINGS_FILE);
-    let settings = if args.resume {
-        let text = std::fs::read_to_string(&settings_path).with_context(|| {
-            format!("failed to resume: cannot read {}", settings_path.display())
-        })?;
-        let saved: SettingArgs = serde_json::from_str(&text)
-            .with_context(|| format!("failed to resume: {} is invalid", settings_path.display()))?;
-        args.settings.resumed(&saved.with_defaults())?
-    } else {
-        args.settings.with_defaults()
-    };
+    let settings =
+        crate::train::run_settings(out, args.resume, &args.settings, SettingArgs::with_defaults)?;
     // Every field is Some after `with_defaults`.
     let batch_size = settings.batch_size.unwrap_or_default();
     let max_shift = settings.max_shift.unwrap_or_default();
@@ -243,12 +207,7 @@ pub fn train_clip(args: &TrainArgs) -> Result<ExitCode> {
         task_settings,
     )?;
     if !args.resume {
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("failed to create {}", out.display()))?;
-        common::checkpoint::write_atomic(
-            &settings_path,
-            serde_json::to_string_pretty(&settings)?.as_bytes(),
-        )?;
+        crate::train::write_settings(out, &settings)?;
     }
     let report = train(&mut vs, &mut task, &options, out, args.resume)?;
     let last = report

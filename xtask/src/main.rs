@@ -28,6 +28,8 @@
 //! - `bench dvae`: the dVAE encoder and decoder at 256 x 256 beside OpenAI's
 //!   `dall_e`
 //! - `bench clip`: CLIP ViT-B/32 image and text encoding beside transformers
+//! - `bench ddpm`: the `ddpm-cifar10-32` U-Net and a 50-step DDIM sample
+//!   beside diffusers
 
 mod bench;
 mod clip;

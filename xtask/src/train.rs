@@ -246,6 +246,63 @@ fn check_resume(out: &Path, resume: bool, classifier: bool) -> Result<()> {
 
 /// Checks that `out` contains a training run when resuming, and neither a
 /// run nor a model otherwise, so that nothing is overwritten.
+/// The file of a run directory that keeps the options that decide what the
+/// run computes, for `train clip` and `train ddpm`.
+pub const SETTINGS_FILE: &str = "train-settings.json";
+
+/// Returns the settings of a run into `out`. A new run fills the options
+/// not `given` with `with_defaults`. A resumed run takes the settings saved
+/// in [`SETTINGS_FILE`], and an option given with another value is an
+/// error, so that the run ends as an uninterrupted one would. Also rejects
+/// an `out` that is a file, or that contains a run without `resume` (see
+/// [`check_run_dir`]).
+pub fn run_settings<T>(
+    out: &Path,
+    resume: bool,
+    given: &T,
+    with_defaults: impl Fn(&T) -> T,
+) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    ensure!(
+        !out.is_file(),
+        "--out {} is a file, not a directory: choose a directory for the model",
+        out.display()
+    );
+    check_run_dir(out, resume)?;
+    if !resume {
+        return Ok(with_defaults(given));
+    }
+    let path = out.join(SETTINGS_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to resume: cannot read {}", path.display()))?;
+    let saved: T = serde_json::from_str(&text)
+        .with_context(|| format!("failed to resume: {} is invalid", path.display()))?;
+    let saved = serde_json::to_value(with_defaults(&saved))?;
+    let given = serde_json::to_value(given)?;
+    for (name, value) in given.as_object().into_iter().flatten() {
+        if !value.is_null() && saved.get(name) != Some(value) {
+            bail!(
+                "--{} {value} differs from the {} of the run being resumed: leave it \
+                 out, so that the run ends as an uninterrupted one would",
+                name.replace('_', "-"),
+                saved.get(name).unwrap_or(&serde_json::Value::Null)
+            );
+        }
+    }
+    Ok(serde_json::from_value(saved)?)
+}
+
+/// Creates `out` and writes the settings of a new run into it, just before
+/// training starts, so that a run rejected earlier leaves nothing behind.
+pub fn write_settings(out: &Path, settings: &impl serde::Serialize) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
+    let text = serde_json::to_string_pretty(settings)?;
+    common::checkpoint::write_atomic(&out.join(SETTINGS_FILE), text.as_bytes())?;
+    Ok(())
+}
+
 pub fn check_run_dir(out: &Path, resume: bool) -> Result<()> {
     match (saved_step(out)?, resume) {
         (Some(step), false) => bail!(
