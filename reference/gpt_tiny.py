@@ -326,6 +326,12 @@ GPT3_SHAPES = {
     "gpt3-6.7b": (32, 4096, 32),
     "gpt3-175b": (96, 12288, 96),
 }
+# The transformer of DALL-E (Ramesh et al., 2021) as one GPT-2 stack: 64
+# layers of 62 heads of 64, a vocabulary of 16,384 text tokens, 256 padding
+# tokens and 8192 image codes, and 256 text plus 1024 image positions.
+DALL_E_SHAPE = (64, 3968, 62)
+DALL_E_VOCAB = 16384 + 256 + 8192
+DALL_E_POSITIONS = 256 + 1024
 PARAMETER_NOTES = {
     "gpt3-1.3b": (
         "Built with 16 heads of 128. The GPT-3 paper lists 24 heads of 128, "
@@ -375,6 +381,18 @@ def write_parameter_counts() -> None:
             counts[name] = count_parameters(GPT2Model, config)
             expected = closed_form_count(50257, positions, layers, width, final_norm=True)
             assert counts[name] == expected, f"{name}: {counts[name]} != {expected}"
+
+    layers, width, heads = DALL_E_SHAPE
+    config = GPT2Config(
+        n_layer=layers,
+        n_embd=width,
+        n_head=heads,
+        n_positions=DALL_E_POSITIONS,
+        vocab_size=DALL_E_VOCAB,
+    )
+    counts["dall-e-12b"] = count_parameters(GPT2Model, config)
+    expected = closed_form_count(DALL_E_VOCAB, DALL_E_POSITIONS, layers, width, final_norm=True)
+    assert counts["dall-e-12b"] == expected
 
     counts["notes"] = PARAMETER_NOTES
     text = json.dumps(counts, sort_keys=True, indent=2) + "\n"

@@ -30,9 +30,6 @@
 //!   the values are bit-identical to diffusers' for identical betas.
 
 use common::{Error, Result};
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use tch::{Device, Kind, Tensor};
 
 /// The largest number of training timesteps that [`NoiseSchedule::new`]
@@ -47,109 +44,83 @@ const COSINE_MAX_BETA: f64 = 0.999;
 /// The offset s of the cosine schedule's abar(t) = cos((t + s) / (1 + s) * pi / 2)^2.
 const COSINE_OFFSET: f64 = 0.008;
 
-/// The rule that sets the beta of each training timestep, named as in the
-/// `beta_schedule` field of diffusers' scheduler configs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BetaSchedule {
-    /// Betas evenly spaced from `beta_start` to `beta_end` (DDPM).
-    #[serde(rename = "linear")]
-    Linear,
-    /// Square roots of the betas evenly spaced, then squared (latent diffusion,
-    /// Stable Diffusion).
-    #[serde(rename = "scaled_linear")]
-    ScaledLinear,
-    /// The cosine schedule of improved DDPM with betas capped at 0.999. It
-    /// ignores `beta_start` and `beta_end`.
-    #[serde(rename = "squaredcos_cap_v2")]
-    SquaredcosCapV2,
-    /// `sigmoid(linspace(-6, 6))` scaled to run from `beta_start` to
-    /// `beta_end`. diffusers offers it in `DDPMScheduler` only.
-    #[serde(rename = "sigmoid")]
-    Sigmoid,
-}
-
-impl BetaSchedule {
-    const ALL: [BetaSchedule; 4] = [
-        BetaSchedule::Linear,
-        BetaSchedule::ScaledLinear,
-        BetaSchedule::SquaredcosCapV2,
-        BetaSchedule::Sigmoid,
-    ];
-
-    /// Returns the name of the schedule in diffusers' configs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BetaSchedule::Linear => "linear",
-            BetaSchedule::ScaledLinear => "scaled_linear",
-            BetaSchedule::SquaredcosCapV2 => "squaredcos_cap_v2",
-            BetaSchedule::Sigmoid => "sigmoid",
+/// Defines an enum whose variants are the values of one field of diffusers'
+/// configs. Each variant carries its diffusers name, which serde, `as_str`,
+/// `Display` and `FromStr` use; `FromStr` reports any other name as
+/// [`Error::Unsupported`], listing the supported ones.
+macro_rules! diffusers_names {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident in $field:literal {
+            $( $(#[$variant_meta:meta])* $variant:ident = $text:literal, )+
         }
-    }
-}
-
-impl fmt::Display for BetaSchedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BetaSchedule {
-    type Err = Error;
-
-    /// Parses a diffusers `beta_schedule` name. Any other name returns
-    /// [`Error::Unsupported`].
-    fn from_str(name: &str) -> Result<Self> {
-        parse_name("beta_schedule", name, &Self::ALL, |s| s.as_str())
-    }
-}
-
-/// The quantity that the denoising model predicts, named as in diffusers'
-/// `prediction_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Prediction {
-    /// The noise epsilon added to x_0.
-    #[serde(rename = "epsilon")]
-    Epsilon,
-    /// The clean sample x_0 itself.
-    #[serde(rename = "sample")]
-    Sample,
-    /// The velocity v = sqrt(abar_t) epsilon - sqrt(1 - abar_t) x_0
-    /// (Salimans and Ho, 2022, "Progressive Distillation for Fast Sampling of
-    /// Diffusion Models").
-    #[serde(rename = "v_prediction")]
-    VPrediction,
-}
-
-impl Prediction {
-    const ALL: [Prediction; 3] = [
-        Prediction::Epsilon,
-        Prediction::Sample,
-        Prediction::VPrediction,
-    ];
-
-    /// Returns the name of the prediction type in diffusers' configs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Prediction::Epsilon => "epsilon",
-            Prediction::Sample => "sample",
-            Prediction::VPrediction => "v_prediction",
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        $vis enum $name {
+            $( $(#[$variant_meta])* #[serde(rename = $text)] $variant, )+
         }
+
+        impl $name {
+            #[allow(dead_code)]
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            #[doc = concat!("Returns the name in the `", $field, "` field of diffusers' configs.")]
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = common::Error;
+
+            #[doc = concat!("Parses a diffusers `", $field, "` name.")]
+            fn from_str(name: &str) -> common::Result<Self> {
+                $crate::schedule::parse_name($field, name, Self::ALL, |v| v.as_str())
+            }
+        }
+    };
+}
+pub(crate) use diffusers_names;
+
+diffusers_names! {
+    /// The rule that sets the beta of each training timestep, named as in the
+    /// `beta_schedule` field of diffusers' scheduler configs.
+    pub enum BetaSchedule in "beta_schedule" {
+        /// Betas evenly spaced from `beta_start` to `beta_end` (DDPM).
+        Linear = "linear",
+        /// Square roots of the betas evenly spaced, then squared (latent diffusion,
+        /// Stable Diffusion).
+        ScaledLinear = "scaled_linear",
+        /// The cosine schedule of improved DDPM with betas capped at 0.999. It
+        /// ignores `beta_start` and `beta_end`.
+        SquaredcosCapV2 = "squaredcos_cap_v2",
+        /// `sigmoid(linspace(-6, 6))` scaled to run from `beta_start` to
+        /// `beta_end`. diffusers offers it in `DDPMScheduler` only.
+        Sigmoid = "sigmoid",
     }
 }
 
-impl fmt::Display for Prediction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Prediction {
-    type Err = Error;
-
-    /// Parses a diffusers `prediction_type` name. Any other name returns
-    /// [`Error::Unsupported`].
-    fn from_str(name: &str) -> Result<Self> {
-        parse_name("prediction_type", name, &Self::ALL, |p| p.as_str())
+diffusers_names! {
+    /// The quantity that the denoising model predicts, named as in diffusers'
+    /// `prediction_type`.
+    pub enum Prediction in "prediction_type" {
+        /// The noise epsilon added to x_0.
+        Epsilon = "epsilon",
+        /// The clean sample x_0 itself.
+        Sample = "sample",
+        /// The velocity v = sqrt(abar_t) epsilon - sqrt(1 - abar_t) x_0
+        /// (Salimans and Ho, 2022, "Progressive Distillation for Fast Sampling of
+        /// Diffusion Models").
+        VPrediction = "v_prediction",
     }
 }
 
@@ -311,6 +282,33 @@ impl NoiseSchedule {
     pub fn alpha_cumprod(&self, timestep: i64) -> Result<f32> {
         self.check_timestep(timestep)?;
         Ok(self.alphas_cumprod[timestep as usize])
+    }
+
+    /// Returns the signal-to-noise ratio abar_t / (1 - abar_t) of a
+    /// timestep, computed in float64 from the stored abar_t.
+    pub fn snr(&self, timestep: i64) -> Result<f64> {
+        let abar = f64::from(self.alpha_cumprod(timestep)?);
+        Ok(abar / (1.0 - abar))
+    }
+
+    /// Returns the Min-SNR-gamma loss weight of Hang et al. (2023) at a
+    /// timestep: `min(snr, gamma) / snr` for epsilon prediction (1 wherever
+    /// `snr <= gamma`), `min(snr, gamma) / (snr + 1)` for v-prediction and
+    /// `min(snr, gamma)` for sample prediction. Each is the weight that
+    /// turns the prediction's squared error into `min(snr, gamma)` times
+    /// the squared error of x_0.
+    pub fn min_snr_weight(&self, timestep: i64, prediction: Prediction, gamma: f64) -> Result<f64> {
+        if !(gamma.is_finite() && gamma > 0.0) {
+            return Err(Error::InvalidInput(format!(
+                "Min-SNR gamma {gamma} is invalid: it must be a positive number"
+            )));
+        }
+        let snr = self.snr(timestep)?;
+        Ok(match prediction {
+            Prediction::Epsilon => (gamma / snr).min(1.0),
+            Prediction::VPrediction => snr.min(gamma) / (snr + 1.0),
+            Prediction::Sample => snr.min(gamma),
+        })
     }
 
     pub(crate) fn check_timestep(&self, timestep: i64) -> Result<()> {

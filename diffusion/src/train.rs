@@ -10,6 +10,15 @@
 //! `ema = decay * ema + (1 - decay) * w` follows the weights, with diffusers'
 //! warm-up `decay = min(decay, (1 + n) / (10 + n))` after `n` updates. The
 //! averaged weights are the ones evaluated and exported.
+//!
+//! With [`DdpmSettings::snr_gamma`], each image's error is weighted by the
+//! Min-SNR-gamma rule of Hang et al. (2023): with `snr = abar_t / (1 -
+//! abar_t)`, the weight is `min(snr, gamma) / snr` for epsilon prediction,
+//! `min(snr, gamma) / (snr + 1)` for v-prediction and `min(snr, gamma)` for
+//! sample prediction. The low-noise timesteps, where the error is small and
+//! the image is nearly known, then weigh less, and training spends its
+//! updates on the noisy timesteps that decide a sample's shape. The held-out
+//! loss stays the unweighted mean squared error.
 
 use crate::pipeline::Pipeline;
 use crate::schedule::{NoiseSchedule, Prediction};
@@ -48,6 +57,7 @@ pub struct DdpmTask {
     /// `(trained, averaged)` pairs of the same variable.
     pairs: Vec<(Tensor, Tensor)>,
     ema_decay: f64,
+    snr_gamma: Option<f64>,
     schedule: NoiseSchedule,
     prediction: Prediction,
     images: Tensor,
@@ -65,6 +75,9 @@ pub struct DdpmSettings {
     pub batch_size: i64,
     /// The moving average's decay per update, in `[0, 1)`.
     pub ema_decay: f64,
+    /// The gamma of Min-SNR-gamma loss weighting (5 in Hang et al.); `None`
+    /// weighs every timestep equally, as Ho et al. do.
+    pub snr_gamma: Option<f64>,
     pub seed: u64,
 }
 
@@ -87,6 +100,9 @@ impl DdpmTask {
                 "EMA decay {} is out of range: it must be in [0, 1)",
                 settings.ema_decay
             )));
+        }
+        if let Some(gamma) = settings.snr_gamma {
+            schedule.min_snr_weight(0, scheduler.prediction_type, gamma)?;
         }
         if settings.batch_size < 1 {
             return Err(Error::InvalidInput(format!(
@@ -137,6 +153,7 @@ impl DdpmTask {
             ema,
             pairs,
             ema_decay: settings.ema_decay,
+            snr_gamma: settings.snr_gamma,
             schedule,
             prediction: scheduler.prediction_type,
             images,
@@ -155,13 +172,16 @@ impl DdpmTask {
         &self.ema
     }
 
-    /// Returns the loss of `model` on `x_0` at `timesteps` with `noise`.
+    /// Returns the mean squared error of `model` on `x_0` at `timesteps`
+    /// with `noise`, each image's error multiplied by its entry of
+    /// `weights` `(n)` when given.
     fn loss(
         &self,
         model: &UNet2DModel,
         original: &Tensor,
         timesteps: &Tensor,
         noise: &Tensor,
+        weights: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
         let noisy = self.schedule.add_noise(original, noise, timesteps)?;
@@ -169,7 +189,33 @@ impl DdpmTask {
             .schedule
             .target(self.prediction, original, noise, timesteps)?;
         let output = model.forward(&noisy, timesteps, train)?;
-        Ok(output.mse_loss(&target, tch::Reduction::Mean))
+        let Some(weights) = weights else {
+            return Ok(output.mse_loss(&target, tch::Reduction::Mean));
+        };
+        let per_image =
+            (output - target)
+                .square()
+                .flatten(1, -1)
+                .mean_dim(1, false, tch::Kind::Float);
+        Ok((per_image * weights).mean(tch::Kind::Float))
+    }
+
+    /// Returns the Min-SNR-gamma weight of each timestep, or `None`
+    /// without weighting.
+    fn snr_weights(&self, timesteps: &[i64]) -> Result<Option<Tensor>> {
+        let Some(gamma) = self.snr_gamma else {
+            return Ok(None);
+        };
+        let weights = timesteps
+            .iter()
+            .map(|&t| {
+                let w = self.schedule.min_snr_weight(t, self.prediction, gamma)?;
+                Ok(w as f32)
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        Ok(Some(
+            Tensor::from_slice(&weights).to_device(self.images.device()),
+        ))
     }
 }
 
@@ -187,11 +233,19 @@ impl Task for DdpmTask {
         let batch = self
             .images
             .index_select(0, &Tensor::from_slice(&index).to_device(device));
+        let weights = self.snr_weights(&timesteps)?;
         let timesteps = Tensor::from_slice(&timesteps).to_device(device);
         // The training loop seeds libtorch's generator per step, so the noise
         // of a resumed run equals that of an uninterrupted one.
         let noise = batch.randn_like();
-        self.loss(&self.unet, &batch, &timesteps, &noise, true)
+        self.loss(
+            &self.unet,
+            &batch,
+            &timesteps,
+            &noise,
+            weights.as_ref(),
+            true,
+        )
     }
 
     fn after_step(&mut self, step: u64) -> Result<()> {
@@ -216,6 +270,7 @@ impl Task for DdpmTask {
                     &self.eval.narrow(0, start, len),
                     &self.eval_timesteps.narrow(0, start, len),
                     &self.eval_noise.narrow(0, start, len),
+                    None,
                     false,
                 )?;
                 total += loss.f_double_value(&[])? * len as f64;

@@ -989,3 +989,53 @@ fn custom_timesteps_are_checked() {
     ddpm.set_custom_timesteps(&[999, 10]).unwrap();
     assert_eq!(ddpm.timesteps(), [999, 10]);
 }
+
+#[test]
+fn min_snr_weights_scale_the_x0_error() {
+    // With x_t = sqrt(a) x_0 + sqrt(1 - a) eps, an error e in the predicted
+    // noise is an error -e sqrt((1 - a) / a) in the implied x_0, and an
+    // error e in the predicted velocity is an error -e sqrt(1 - a). Each
+    // weight must turn the prediction's squared error into
+    // min(snr, gamma) times the squared error of x_0.
+    let gamma = 5.0;
+    for beta_schedule in [BetaSchedule::Linear, BetaSchedule::SquaredcosCapV2] {
+        let schedule = NoiseSchedule::new(beta_schedule, 1000, 1e-4, 0.02).unwrap();
+        for t in [0, 1, 50, 200, 500, 800, 998] {
+            let a = f64::from(schedule.alpha_cumprod(t).unwrap());
+            let snr = schedule.snr(t).unwrap();
+            assert!((snr - a / (1.0 - a)).abs() <= 1e-12 * snr.max(1.0));
+            let error = 0.3;
+            let cases = [
+                (Prediction::Epsilon, error * ((1.0 - a) / a).sqrt()),
+                (Prediction::VPrediction, error * (1.0 - a).sqrt()),
+                (Prediction::Sample, error),
+            ];
+            for (prediction, x0_error) in cases {
+                let weight = schedule.min_snr_weight(t, prediction, gamma).unwrap();
+                let expected = snr.min(gamma) * x0_error * x0_error;
+                let got = weight * error * error;
+                assert!(
+                    (got - expected).abs() <= 1e-9 * expected.max(1e-12),
+                    "{beta_schedule:?} t = {t} {prediction:?}: {got} != {expected}"
+                );
+            }
+        }
+        // Where the SNR is below gamma, epsilon prediction keeps weight 1.
+        assert_eq!(
+            schedule
+                .min_snr_weight(999, Prediction::Epsilon, gamma)
+                .unwrap(),
+            1.0
+        );
+    }
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
+    for bad in [0.0, -2.0, f64::NAN] {
+        let error = schedule
+            .min_snr_weight(10, Prediction::Epsilon, bad)
+            .unwrap_err();
+        assert!(error.to_string().contains("gamma"), "{error}");
+    }
+    assert!(schedule
+        .min_snr_weight(1000, Prediction::Epsilon, gamma)
+        .is_err());
+}

@@ -31,6 +31,7 @@ fn task(vs: &VarStore, data: (Tensor, Tensor)) -> DdpmTask {
     let settings = DdpmSettings {
         batch_size: 32,
         ema_decay: 0.9,
+        snr_gamma: None,
         seed: 5,
     };
     DdpmTask::new(
@@ -94,6 +95,55 @@ fn epsilon_loss_falls_on_digits() {
         .path()
         .join("unet/diffusion_pytorch_model.safetensors")
         .is_file());
+}
+
+#[test]
+fn min_snr_weighted_loss_falls_on_digits() {
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut vs = VarStore::new(Device::Cpu);
+    let settings = DdpmSettings {
+        batch_size: 32,
+        ema_decay: 0.9,
+        snr_gamma: Some(5.0),
+        seed: 5,
+    };
+    let mut task = DdpmTask::new(
+        &vs,
+        &small_config(),
+        SchedulerConfig::default(),
+        data(),
+        settings,
+    )
+    .unwrap();
+    let report = train(&mut vs, &mut task, &options(60), dir.path(), false).unwrap();
+    let losses: Vec<f64> = report.evaluations.iter().map(|e| e.eval_loss).collect();
+    assert!(losses[2] < 0.8 * losses[0], "held-out losses {losses:?}");
+}
+
+#[test]
+fn bad_min_snr_gamma_is_an_error() {
+    for gamma in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let vs = VarStore::new(Device::Cpu);
+        let settings = DdpmSettings {
+            batch_size: 4,
+            ema_decay: 0.9,
+            snr_gamma: Some(gamma),
+            seed: 5,
+        };
+        let images = Tensor::zeros([4, 1, 32, 32], (tch::Kind::Float, Device::Cpu));
+        let error = DdpmTask::new(
+            &vs,
+            &small_config(),
+            SchedulerConfig::default(),
+            (images.copy(), images),
+            settings,
+        )
+        .err()
+        .expect("a gamma that is not positive must be rejected");
+        assert!(error.to_string().contains("gamma"), "{error}");
+    }
 }
 
 /// A task that stops with an error at one step, as an interrupted run does.

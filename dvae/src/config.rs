@@ -82,6 +82,9 @@ impl Config {
         }
     }
 
+    /// The names [`Config::preset`] accepts.
+    pub const PRESETS: &'static [&'static str] = &["openai", "mnist"];
+
     /// Returns the preset called `name`: `openai` or `mnist`.
     pub fn preset(name: &str) -> Result<Self> {
         match name {
@@ -232,6 +235,76 @@ impl Config {
         self.encoder_parameters()
             .saturating_add(self.decoder_parameters())
     }
+
+    /// Counts the forward FLOPs of the encoder on one image of `image_size`
+    /// pixels square, from the pixels to the logits over the codes: 2 FLOPs
+    /// per multiply-add of each convolution, summed over its output pixels.
+    /// Group `g` (from 1) runs at `image_size / 2^(g-1)` pixels square.
+    /// Biases, ReLUs, max-pooling and the residual additions are not counted.
+    /// Saturates at `u64::MAX`.
+    pub fn encoder_flops(&self) -> u64 {
+        let side = self.image_size;
+        let mut macs = conv_macs(self.input_channels, self.n_hid, 7, side);
+        for group in 1..=self.group_count {
+            let width = self.encoder_width(group);
+            let side = side >> (group - 1).clamp(0, MAX_GROUPS);
+            for block in 0..self.n_blk_per_group {
+                let n_in = if block == 0 {
+                    self.encoder_width((group - 1).max(1))
+                } else {
+                    width
+                };
+                let hid = width / 4;
+                macs = macs
+                    .saturating_add(shortcut_macs(n_in, width, side))
+                    .saturating_add(conv_macs(n_in, hid, 3, side))
+                    .saturating_add(conv_macs(hid, hid, 3, side).saturating_mul(2))
+                    .saturating_add(conv_macs(hid, width, 1, side));
+            }
+        }
+        let grid = self.image_size / self.downsample_factor();
+        let width = self.encoder_width(self.group_count);
+        macs.saturating_add(conv_macs(width, self.vocab_size, 1, grid))
+            .saturating_mul(2)
+    }
+
+    /// Counts the forward FLOPs of the decoder on the code grid of one image,
+    /// `image_size / downsample_factor()` codes square, to the logit-Laplace
+    /// parameters of its pixels. The decoder reads a distribution over the
+    /// codes at each position (one-hot for hard codes), so its 1 x 1 input
+    /// convolution costs `vocab_size * n_init` multiply-adds per position.
+    /// Group `g` (from 1) runs at `2^(g-1)` times the grid's side. Counted
+    /// as in [`Config::encoder_flops`].
+    pub fn decoder_flops(&self) -> u64 {
+        let grid = self.image_size / self.downsample_factor();
+        let mut macs = conv_macs(self.vocab_size, self.n_init, 1, grid);
+        for group in 1..=self.group_count {
+            let width = self.decoder_width(group);
+            let side = grid.saturating_mul(1 << (group - 1).clamp(0, MAX_GROUPS));
+            for block in 0..self.n_blk_per_group {
+                let n_in = match (group, block) {
+                    (1, 0) => self.n_init,
+                    (_, 0) => self.decoder_width(group - 1),
+                    _ => width,
+                };
+                let hid = width / 4;
+                macs = macs
+                    .saturating_add(shortcut_macs(n_in, width, side))
+                    .saturating_add(conv_macs(n_in, hid, 1, side))
+                    .saturating_add(conv_macs(hid, hid, 3, side).saturating_mul(2))
+                    .saturating_add(conv_macs(hid, width, 3, side));
+            }
+        }
+        let output_width = self.output_channels.saturating_mul(2);
+        let output = conv_macs(self.n_hid, output_width, 1, self.image_size);
+        macs.saturating_add(output).saturating_mul(2)
+    }
+
+    /// Counts the forward FLOPs of one image through its codes and back:
+    /// [`Config::encoder_flops`] plus [`Config::decoder_flops`].
+    pub fn forward_flops(&self) -> u64 {
+        self.encoder_flops().saturating_add(self.decoder_flops())
+    }
 }
 
 /// Maximum number of parameters of a shape (ten billion). It is far above any
@@ -254,5 +327,24 @@ fn shortcut(n_in: i64, n_out: i64) -> u64 {
         0
     } else {
         conv(n_in, n_out, 1)
+    }
+}
+
+/// Returns the multiply-adds of a `k x k` convolution with "same" padding
+/// whose output is `side x side` pixels.
+fn conv_macs(n_in: i64, n_out: i64, k: i64, side: i64) -> u64 {
+    let [n_in, n_out, k, side] = [n_in, n_out, k, side].map(|x| x.max(0) as u64);
+    [n_out, k, k, side, side]
+        .iter()
+        .fold(n_in, |product, &x| product.saturating_mul(x))
+}
+
+/// Returns the multiply-adds of a block's shortcut: a 1x1 convolution where
+/// the width changes, nothing for the identity.
+fn shortcut_macs(n_in: i64, n_out: i64, side: i64) -> u64 {
+    if n_in == n_out {
+        0
+    } else {
+        conv_macs(n_in, n_out, 1, side)
     }
 }

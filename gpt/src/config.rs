@@ -74,6 +74,14 @@ pub const GPT1_VOCAB_SIZE: i64 = 40478;
 /// The window of banded layers in the GPT-3 presets. Brown et al. (2020) do
 /// not state it, so the presets use GPT-Neo's default window of 256.
 pub const GPT3_WINDOW: i64 = 256;
+/// The BPE vocabulary of DALL-E's captions.
+const DALL_E_TEXT_VOCAB_SIZE: i64 = 16384;
+/// The text positions of DALL-E, each with its own learned padding token.
+const DALL_E_TEXT_POSITIONS: i64 = 256;
+/// The codes of DALL-E's dVAE, one per 8 x 8 patch of a 256 x 256 image.
+const DALL_E_IMAGE_VOCAB_SIZE: i64 = 8192;
+/// The image positions of DALL-E, a 32 x 32 grid of codes.
+const DALL_E_IMAGE_POSITIONS: i64 = 1024;
 
 fn int(map: &Map<String, Value>, keys: &[&str], default: Option<i64>, path: &Path) -> Result<i64> {
     for key in keys {
@@ -146,6 +154,12 @@ fn parse_attention_layers(
         )));
     }
     Ok(layers)
+}
+
+/// Converts a count to `i64`, saturating at `i64::MAX` and clamping negative
+/// values to 0.
+fn saturate(count: i128) -> i64 {
+    i64::try_from(count.max(0)).unwrap_or(i64::MAX)
 }
 
 impl Config {
@@ -449,6 +463,69 @@ impl Config {
         i64::try_from(total.max(0)).unwrap_or(i64::MAX)
     }
 
+    /// Counts the embedding parameters: the token table and the learned
+    /// position table, `(vocab_size + context_length) * hidden_size`. The
+    /// output projection reuses the token table, so it adds nothing.
+    /// Saturates instead of overflowing.
+    pub fn embedding_parameters(&self) -> i64 {
+        let rows = i128::from(self.vocab_size) + i128::from(self.context_length);
+        saturate(rows.saturating_mul(i128::from(self.hidden_size)))
+    }
+
+    /// Counts the parameters outside the embedding tables: the layers and the
+    /// final norm, the `N` of Kaplan et al. (2020).
+    pub fn non_embedding_parameters(&self) -> i64 {
+        self.num_parameters()
+            .saturating_sub(self.embedding_parameters())
+            .max(0)
+    }
+
+    /// Returns the bytes of keys and values that a KV cache stores per token,
+    /// `2 * num_layers * num_heads * head_dim * bytes_per_element`: 4 bytes
+    /// per element in f32, 2 in bf16 or f16. Banded layers store the same
+    /// per token, but only for their `window_size` most recent tokens.
+    pub fn kv_cache_bytes_per_token(&self, bytes_per_element: i64) -> i64 {
+        let factors = [
+            2,
+            i128::from(self.num_layers),
+            i128::from(self.num_heads),
+            i128::from(self.head_dim),
+            i128::from(bytes_per_element),
+        ];
+        saturate(factors.iter().fold(1i128, |a, &b| a.saturating_mul(b)))
+    }
+
+    /// Estimates the forward FLOPs per token with Kaplan et al. (2020),
+    /// section 2.1: `2 * N + 2 * n_layer * n_ctx * d_attn`, where `N` is
+    /// [`Config::non_embedding_parameters`] and `d_attn = num_heads *
+    /// head_dim`. A multiply-add counts as 2 FLOPs.
+    ///
+    /// `n_ctx` is the number of keys that the last position of a full context
+    /// reads in each layer: `context_length` in dense layers, and
+    /// `window_size` (at most `context_length`) in banded ones. The attention
+    /// term counts 2 FLOPs per key and attention dimension, as Kaplan et al.
+    /// do. That is the multiply-adds of the scores alone, or of the scores and
+    /// the weighted values averaged over a full causal context in a dense
+    /// layer. The estimate leaves out the output projection to the vocabulary
+    /// (`2 * hidden_size * vocab_size` more), the softmax and the norms' other
+    /// operations. Saturates instead of overflowing.
+    pub fn forward_flops_per_token(&self) -> i64 {
+        let d_attn = i128::from(self.num_heads).saturating_mul(i128::from(self.head_dim));
+        let context = i128::from(self.context_length);
+        let window = i128::from(self.window_size).min(context);
+        let keys_read: i128 = self
+            .attention_layers
+            .iter()
+            .map(|kind| match kind {
+                AttentionKind::Dense => context,
+                AttentionKind::Banded => window,
+            })
+            .fold(0i128, i128::saturating_add);
+        let attention = keys_read.saturating_mul(d_attn).saturating_mul(2);
+        let weights = i128::from(self.non_embedding_parameters()).saturating_mul(2);
+        saturate(weights.saturating_add(attention))
+    }
+
     fn published(
         layout: Layout,
         vocab: i64,
@@ -582,6 +659,24 @@ impl Config {
         Self::gpt3(96, 12288, 96, 128)
     }
 
+    /// The transformer of DALL-E (Ramesh et al., 2021): 64 pre-norm layers of
+    /// 62 heads of 64 (width 3968) over 256 text tokens followed by 1024 image
+    /// tokens, so a context of 1280. The tied vocabulary of 24,832 tokens is
+    /// the 16,384 BPE text tokens, the 256 padding tokens that DALL-E learns
+    /// (one for each text position) and the 8192 codes of the dVAE.
+    ///
+    /// NOTE: this shape has one learned position table of 1280 rows for text
+    /// and image positions, and dense causal attention in every layer.
+    /// DALL-E's separate text and image position embeddings and its row,
+    /// column and convolutional attention masks over image tokens are not
+    /// modelled. The count is 12.20B parameters, 12.10B of them outside the
+    /// embedding tables, against the "12 billion" of the paper.
+    pub fn dall_e_12b() -> Self {
+        let vocab = DALL_E_TEXT_VOCAB_SIZE + DALL_E_TEXT_POSITIONS + DALL_E_IMAGE_VOCAB_SIZE;
+        let context = DALL_E_TEXT_POSITIONS + DALL_E_IMAGE_POSITIONS;
+        Self::published(Layout::Gpt2, vocab, context, 64, 3968, 62, 64)
+    }
+
     /// Returns every preset with its name.
     pub fn presets() -> Vec<(&'static str, Self)> {
         vec![
@@ -598,6 +693,7 @@ impl Config {
             ("gpt3-6.7b", Self::gpt3_6_7b()),
             ("gpt3-13b", Self::gpt3_13b()),
             ("gpt3-175b", Self::gpt3_175b()),
+            ("dall-e-12b", Self::dall_e_12b()),
         ]
     }
 

@@ -309,6 +309,64 @@ impl Config {
             .saturating_add(head)
     }
 
+    /// Counts the embedding parameters: the token table, plus the output
+    /// projection to the vocabulary when it is a separate matrix (the output
+    /// embedding). A tied output projection is the token table, counted once.
+    /// Rotary position encoding has no parameters. Saturates at `i64::MAX`.
+    pub fn embedding_parameters(&self) -> i64 {
+        let table = self.vocab_size.saturating_mul(self.hidden_size);
+        if self.tie_word_embeddings {
+            table
+        } else {
+            table.saturating_mul(2)
+        }
+    }
+
+    /// Counts the parameters outside the embeddings: the layers and the
+    /// final norm, the `N` of Kaplan et al. (2020).
+    pub fn non_embedding_parameters(&self) -> i64 {
+        self.num_parameters()
+            .saturating_sub(self.embedding_parameters())
+            .max(0)
+    }
+
+    /// Returns the bytes of keys and values that a KV cache stores per token,
+    /// `2 * num_layers * num_kv_heads * head_dim * bytes_per_element`: 4 bytes
+    /// per element in f32, 2 in bf16 or f16. Grouped-query attention divides
+    /// it by `num_heads / num_kv_heads`. Saturates at `i64::MAX`.
+    pub fn kv_cache_bytes_per_token(&self, bytes_per_element: i64) -> i64 {
+        [
+            self.num_layers,
+            self.num_kv_heads,
+            self.head_dim,
+            bytes_per_element,
+        ]
+        .iter()
+        .fold(2i64, |product, &x| product.saturating_mul(x))
+    }
+
+    /// Estimates the forward FLOPs per token with Kaplan et al. (2020),
+    /// section 2.1: `2 * N + 2 * n_layer * n_ctx * d_attn`, where `N` is
+    /// [`Config::non_embedding_parameters`], `n_ctx` is
+    /// `max_position_embeddings` and `d_attn = num_heads * head_dim`. A
+    /// multiply-add counts as 2 FLOPs.
+    ///
+    /// The attention term counts 2 FLOPs per key and query dimension, as
+    /// Kaplan et al. do. That is the multiply-adds of the scores alone, or of
+    /// the scores and the weighted values averaged over a full causal context.
+    /// The estimate leaves out the output projection to the vocabulary
+    /// (`2 * hidden_size * vocab_size` more), the rotary embedding, the
+    /// softmax and the SwiGLU product. Saturates at `i64::MAX`.
+    pub fn forward_flops_per_token(&self) -> i64 {
+        let d_attn = self.num_heads.saturating_mul(self.head_dim);
+        let attention = [self.num_layers, self.max_position_embeddings, d_attn]
+            .iter()
+            .fold(2i64, |product, &x| product.saturating_mul(x));
+        self.non_embedding_parameters()
+            .saturating_mul(2)
+            .saturating_add(attention)
+    }
+
     /// A configuration with the shape of a published model and the Llama
     /// tokenizer (32,000 tokens, BOS 1, EOS 2).
     #[allow(clippy::too_many_arguments)]

@@ -820,34 +820,34 @@ fn save_variables(vs: &VarStore, path: &Path) -> Result<()> {
 }
 
 /// Runs a forward-pass benchmark script of `reference/` (`bench_dvae.py`,
-/// `bench_clip.py`) on the model and inputs that the Rust side wrote into
-/// `dir`, and returns its JSON result and the file where it wrote its
-/// outputs.
+/// `bench_clip.py`, `bench_ddpm.py`) on the model and inputs that the Rust
+/// side wrote into `dir`, with the script's own `extra` arguments, and
+/// returns its JSON result and the file where it wrote its outputs.
 fn run_forward_reference(
     script: &str,
     threads: i32,
     dir: &TempDir,
     inputs_file: &Path,
     runs: usize,
+    extra: &[String],
 ) -> Result<(serde_json::Value, PathBuf)> {
     let outputs_file = dir.0.join("outputs.safetensors");
-    let reference = run_reference(
-        script,
-        &[
-            "--threads".into(),
-            threads.to_string(),
-            "--model-dir".into(),
-            dir.0.display().to_string(),
-            "--inputs".into(),
-            inputs_file.display().to_string(),
-            "--outputs".into(),
-            outputs_file.display().to_string(),
-            "--runs".into(),
-            runs.to_string(),
-            "--warmup".into(),
-            WARMUP_RUNS.to_string(),
-        ],
-    )?;
+    let mut args: Vec<String> = vec![
+        "--threads".into(),
+        threads.to_string(),
+        "--model-dir".into(),
+        dir.0.display().to_string(),
+        "--inputs".into(),
+        inputs_file.display().to_string(),
+        "--outputs".into(),
+        outputs_file.display().to_string(),
+        "--runs".into(),
+        runs.to_string(),
+        "--warmup".into(),
+        WARMUP_RUNS.to_string(),
+    ];
+    args.extend_from_slice(extra);
+    let reference = run_reference(script, &args)?;
     Ok((reference, outputs_file))
 }
 
@@ -988,7 +988,7 @@ fn bench_dvae(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> Resu
     drop((encoder, decoder, encoder_vs, decoder_vs, one_hot));
 
     let (reference, outputs_file) =
-        run_forward_reference("bench_dvae.py", threads, &dir, &inputs_file, runs)?;
+        run_forward_reference("bench_dvae.py", threads, &dir, &inputs_file, runs, &[])?;
     let agreement = compare_dvae_outputs(&logits, &stats, &outputs_file)?;
     anyhow::ensure!(
         agreement.agrees(),

@@ -33,6 +33,7 @@
 
 mod bench;
 mod clip;
+mod compare;
 mod convert;
 mod ddpm;
 mod doctor;
@@ -79,6 +80,8 @@ enum Command {
     /// Measure speed beside the Python reference implementations.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Compare every preset: parameters, KV cache, FLOPs and architecture.
+    Compare(compare::Args),
 }
 
 /// Writes `text` to `out` and flushes it. Returns `Ok(false)` when the reader
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
         Command::Clip(command) => clip::run(command),
         Command::Sample(command) => ddpm::run(command),
         Command::Bench(command) => bench::run(command),
+        Command::Compare(args) => compare::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -40,6 +40,16 @@ fn sample(model: &Path, out: &Path, extra: &[&str]) -> Output {
     xtask(args)
 }
 
+/// Asserts that the command line was rejected before anything ran (clap's
+/// exit status 2), with `expected` in the message.
+fn assert_usage_error(output: &Output, expected: &[&str]) {
+    let stderr = stderr(output);
+    assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
+    for text in expected {
+        assert!(stderr.contains(text), "stderr lacks {text:?}:\n{stderr}");
+    }
+}
+
 #[test]
 fn train_resume_and_sample() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,11 +92,20 @@ fn train_resume_and_sample() {
     let image = image::open(&grid).unwrap();
     // Two columns of 32-pixel samples with 2 pixels of padding around each.
     assert_eq!((image.width(), image.height()), (70, 70));
-    let ddpm = dir.path().join("ddpm.png");
+    let ddim = dir.path().join("ddim.png");
     let sampled = sample(
         &out,
-        &ddpm,
-        &["--sampler", "ddpm", "--steps", "2", "--count", "1"],
+        &ddim,
+        &[
+            "--sampler",
+            "ddim",
+            "--steps",
+            "2",
+            "--count",
+            "1",
+            "--timestep-spacing",
+            "trailing",
+        ],
     );
     assert_success(&sampled);
 
@@ -103,6 +122,9 @@ fn train_resume_and_sample() {
         assert_error(&output, &[expected]);
         assert!(!other.exists());
     }
+    let spacing = sample(&out, &other, &["--timestep-spacing", "backwards"]);
+    assert_usage_error(&spacing, &["\"backwards\"", "leading, trailing, linspace"]);
+    assert!(!other.exists());
     let missing = sample(&dir.path().join("nowhere"), &other, &[]);
     assert_error(&missing, &["config.json not found"]);
 }
@@ -114,6 +136,7 @@ fn bad_training_options_are_rejected() {
     for (flag, value, expected) in [
         ("--ema-decay", "1", "--ema-decay 1"),
         ("--lr", "-1", "learning rate -1"),
+        ("--snr-gamma", "-1", "--snr-gamma -1"),
     ] {
         let output = train(&out, "2", &[flag, value]);
         assert_error(&output, &[expected]);
@@ -128,4 +151,45 @@ fn bad_training_options_are_rejected() {
     let file = dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
     assert_error(&train(&file, "2", &[]), &["is a file"]);
+}
+
+#[test]
+fn unet_config_option_trains_another_u_net() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let small = r#"{
+        "sample_size": 32, "in_channels": 1, "out_channels": 1,
+        "block_out_channels": [8, 16],
+        "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+        "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+        "layers_per_block": 1, "norm_num_groups": 4
+    }"#;
+    std::fs::write(&config, small).unwrap();
+    let out = dir.path().join("run");
+    let trained = train(&out, "2", &["--unet-config", config.to_str().unwrap()]);
+    assert_success(&trained);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("unet/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["block_out_channels"], serde_json::json!([8, 16]));
+    let resumed = train(
+        &out,
+        "3",
+        &["--resume", "--unet-config", config.to_str().unwrap()],
+    );
+    assert_usage_error(&resumed, &["--unet-config", "--resume"]);
+
+    let rgb = dir.path().join("rgb.json");
+    std::fs::write(
+        &rgb,
+        small.replace("\"in_channels\": 1", "\"in_channels\": 3"),
+    )
+    .unwrap();
+    let other = dir.path().join("other");
+    let output = train(&other, "2", &["--unet-config", rgb.to_str().unwrap()]);
+    assert_error(&output, &["3 input", "MNIST digits need 1"]);
+    assert!(!other.exists());
+    let missing = dir.path().join("missing.json");
+    let output = train(&other, "2", &["--unet-config", missing.to_str().unwrap()]);
+    assert_error(&output, &["missing.json"]);
 }

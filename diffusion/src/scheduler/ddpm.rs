@@ -7,87 +7,42 @@ use super::{
     check_step_tensors, clip_or_threshold, noise_or_draw, spaced_timesteps, SchedulerConfig,
     StepOutput,
 };
-use crate::schedule::{parse_name, NoiseSchedule, Prediction};
+use crate::schedule::{diffusers_names, NoiseSchedule, Prediction};
 use common::{Error, Result};
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use tch::Tensor;
 
-/// The variance of the noise that a DDPM step adds, named as in diffusers'
-/// `variance_type`.
-///
-/// With abar_prev the abar of the next timestep of the sampling loop (1
-/// after the last), beta_t = 1 - abar_t / abar_prev, and
-/// beta~_t = (1 - abar_prev) / (1 - abar_t) beta_t is the variance of the
-/// posterior q(x_prev | x_t, x_0). Like diffusers, beta~_t is clamped below
-/// at 1e-20.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum VarianceType {
-    /// beta~_t, the posterior variance (DDPM's sigma_t^2 = beta~_t).
-    #[serde(rename = "fixed_small")]
-    FixedSmall,
-    /// beta~_t, with the standard deviation computed through its logarithm.
-    #[serde(rename = "fixed_small_log")]
-    FixedSmallLog,
-    /// beta_t (DDPM's sigma_t^2 = beta_t).
-    #[serde(rename = "fixed_large")]
-    FixedLarge,
-    /// beta_t, with the standard deviation computed through its logarithm.
-    #[serde(rename = "fixed_large_log")]
-    FixedLargeLog,
-    /// The model outputs the variance itself in a second half of its
-    /// channels.
-    #[serde(rename = "learned")]
-    Learned,
-    /// The model outputs v in [-1, 1] in a second half of its channels, and
-    /// the log-variance is the interpolation ((1 + v) / 2) log beta_t +
-    /// ((1 - v) / 2) log beta~_t of improved DDPM.
-    #[serde(rename = "learned_range")]
-    LearnedRange,
+diffusers_names! {
+    /// The variance of the noise that a DDPM step adds, named as in diffusers'
+    /// `variance_type`.
+    ///
+    /// With abar_prev the abar of the next timestep of the sampling loop (1
+    /// after the last), beta_t = 1 - abar_t / abar_prev, and
+    /// beta~_t = (1 - abar_prev) / (1 - abar_t) beta_t is the variance of the
+    /// posterior q(x_prev | x_t, x_0). Like diffusers, beta~_t is clamped below
+    /// at 1e-20.
+    pub enum VarianceType in "variance_type" {
+        /// beta~_t, the posterior variance (DDPM's sigma_t^2 = beta~_t).
+        FixedSmall = "fixed_small",
+        /// beta~_t, with the standard deviation computed through its logarithm.
+        FixedSmallLog = "fixed_small_log",
+        /// beta_t (DDPM's sigma_t^2 = beta_t).
+        FixedLarge = "fixed_large",
+        /// beta_t, with the standard deviation computed through its logarithm.
+        FixedLargeLog = "fixed_large_log",
+        /// The model outputs the variance itself in a second half of its
+        /// channels.
+        Learned = "learned",
+        /// The model outputs v in [-1, 1] in a second half of its channels, and
+        /// the log-variance is the interpolation ((1 + v) / 2) log beta_t +
+        /// ((1 - v) / 2) log beta~_t of improved DDPM.
+        LearnedRange = "learned_range",
+    }
 }
 
 impl VarianceType {
-    const ALL: [VarianceType; 6] = [
-        VarianceType::FixedSmall,
-        VarianceType::FixedSmallLog,
-        VarianceType::FixedLarge,
-        VarianceType::FixedLargeLog,
-        VarianceType::Learned,
-        VarianceType::LearnedRange,
-    ];
-
-    /// Returns the name of the variance type in diffusers' configs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VarianceType::FixedSmall => "fixed_small",
-            VarianceType::FixedSmallLog => "fixed_small_log",
-            VarianceType::FixedLarge => "fixed_large",
-            VarianceType::FixedLargeLog => "fixed_large_log",
-            VarianceType::Learned => "learned",
-            VarianceType::LearnedRange => "learned_range",
-        }
-    }
-
     /// Returns whether the model predicts the variance in extra channels.
     pub fn is_learned(self) -> bool {
         matches!(self, VarianceType::Learned | VarianceType::LearnedRange)
-    }
-}
-
-impl fmt::Display for VarianceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for VarianceType {
-    type Err = Error;
-
-    /// Parses a diffusers `variance_type` name. Any other name returns
-    /// [`Error::Unsupported`].
-    fn from_str(name: &str) -> Result<Self> {
-        parse_name("variance_type", name, &Self::ALL, |v| v.as_str())
     }
 }
 

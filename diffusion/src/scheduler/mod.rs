@@ -32,62 +32,26 @@ pub use ddim::{DdimScheduler, DdimStepOptions};
 pub use ddpm::{DdpmScheduler, VarianceType};
 
 use crate::schedule::{
-    check_float, check_same, parse_name, BetaSchedule, NoiseSchedule, Prediction,
+    check_float, check_same, diffusers_names, BetaSchedule, NoiseSchedule, Prediction,
 };
 use common::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use tch::{Kind, Tensor};
 
-/// The rule by which `set_timesteps` spreads the inference timesteps over
-/// the training timesteps (Lin et al., 2024, "Common Diffusion Noise
-/// Schedules and Sample Steps Are Flawed", table 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TimestepSpacing {
-    /// Multiples of T / n (integer division) starting at 0, plus
-    /// `steps_offset`. This is diffusers' default.
-    #[serde(rename = "leading")]
-    Leading,
-    /// round(T - i T / n) - 1, so sampling starts at t = T - 1.
-    #[serde(rename = "trailing")]
-    Trailing,
-    /// round(linspace(0, T - 1, n)), so both ends are included.
-    #[serde(rename = "linspace")]
-    Linspace,
-}
-
-impl TimestepSpacing {
-    const ALL: [TimestepSpacing; 3] = [
-        TimestepSpacing::Leading,
-        TimestepSpacing::Trailing,
-        TimestepSpacing::Linspace,
-    ];
-
-    /// Returns the name of the spacing in diffusers' configs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimestepSpacing::Leading => "leading",
-            TimestepSpacing::Trailing => "trailing",
-            TimestepSpacing::Linspace => "linspace",
-        }
-    }
-}
-
-impl fmt::Display for TimestepSpacing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TimestepSpacing {
-    type Err = Error;
-
-    /// Parses a diffusers `timestep_spacing` name. Any other name returns
-    /// [`Error::Unsupported`].
-    fn from_str(name: &str) -> Result<Self> {
-        parse_name("timestep_spacing", name, &Self::ALL, |s| s.as_str())
+diffusers_names! {
+    /// The rule by which `set_timesteps` spreads the inference timesteps over
+    /// the training timesteps (Lin et al., 2024, "Common Diffusion Noise
+    /// Schedules and Sample Steps Are Flawed", table 2).
+    pub enum TimestepSpacing in "timestep_spacing" {
+        /// Multiples of T / n (integer division) starting at 0, plus
+        /// `steps_offset`. This is diffusers' default.
+        Leading = "leading",
+        /// round(T - i T / n) - 1, so sampling starts at t = T - 1.
+        Trailing = "trailing",
+        /// round(linspace(0, T - 1, n)), so both ends are included.
+        Linspace = "linspace",
     }
 }
 

@@ -104,7 +104,7 @@ pub fn bench_clip(threads: Option<i32>, runs: usize, batch: i64, json: bool) -> 
     drop(clip);
 
     let (reference, outputs_file) =
-        run_forward_reference("bench_clip.py", threads, &dir, &inputs_file, runs)?;
+        run_forward_reference("bench_clip.py", threads, &dir, &inputs_file, runs, &[])?;
     let outputs = common::checkpoint::read(&outputs_file)?;
     let mut largest = 0f64;
     for (name, rust) in [

@@ -2,7 +2,7 @@
 //! 2020) at batch 1 and a 50-step DDIM sample (Song et al., 2021) beside
 //! diffusers' `UNet2DModel` and `DDIMScheduler`.
 
-use super::{largest_difference, run_reference, time_forward, TempDir, WARMUP_RUNS};
+use super::{largest_difference, run_forward_reference, time_forward, TempDir, WARMUP_RUNS};
 use anyhow::{ensure, Context, Result};
 use diffusion::scheduler::{DdimScheduler, DdimStepOptions, SchedulerConfig};
 use diffusion::{Config, UNet2DModel};
@@ -170,25 +170,13 @@ pub fn bench_ddpm(threads: Option<i32>, runs: usize, json: bool) -> Result<ExitC
         tch::no_grad(|| time_forward(|| ddim_sample(&unet, &scheduler, &noise), runs))?;
     drop((unet, vs));
 
-    let outputs_file = dir.0.join("outputs.safetensors");
-    let reference = run_reference(
+    let (reference, outputs_file) = run_forward_reference(
         "bench_ddpm.py",
-        &[
-            "--threads".into(),
-            threads.to_string(),
-            "--model-dir".into(),
-            dir.0.display().to_string(),
-            "--inputs".into(),
-            inputs_file.display().to_string(),
-            "--outputs".into(),
-            outputs_file.display().to_string(),
-            "--runs".into(),
-            runs.to_string(),
-            "--warmup".into(),
-            WARMUP_RUNS.to_string(),
-            "--steps".into(),
-            DDIM_STEPS.to_string(),
-        ],
+        threads,
+        &dir,
+        &inputs_file,
+        runs,
+        &["--steps".into(), DDIM_STEPS.to_string()],
     )?;
     for (key, expected) in [("steps", DDIM_STEPS), ("parameters", parameters)] {
         ensure!(
