@@ -145,22 +145,59 @@ pub fn from_tensor(tensor: &Tensor) -> Result<DynamicImage> {
 /// follows the file extension (`.png`, `.jpg`, ...). The file appears whole
 /// or not at all.
 pub fn save(path: &Path, tensor: &Tensor) -> Result<()> {
-    let format = ImageFormat::from_path(path).map_err(|_| {
+    let format = output_format(path)?;
+    let bytes = encode(path, from_tensor(tensor)?, format)?;
+    write_atomic(path, &bytes)
+}
+
+/// Checks, before any work, that [`save`] can write a gray or RGB image to
+/// `path`: a known extension whose format this build encodes, and an
+/// existing parent directory.
+pub fn check_output(path: &Path) -> Result<()> {
+    let format = output_format(path)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "{}: the directory {} does not exist: create it first",
+            path.display(),
+            parent.display()
+        )));
+    }
+    for image in [
+        DynamicImage::ImageLuma8(image::GrayImage::new(1, 1)),
+        DynamicImage::ImageRgb8(image::RgbImage::new(1, 1)),
+    ] {
+        encode(path, image, format)?;
+    }
+    Ok(())
+}
+
+fn output_format(path: &Path) -> Result<ImageFormat> {
+    ImageFormat::from_path(path).map_err(|_| {
         Error::InvalidInput(format!(
             "{}: missing or unknown image extension (use one such as .png)",
             path.display()
         ))
-    })?;
-    let mut image = from_tensor(tensor)?;
+    })
+}
+
+/// Encodes `image` in `format`; `path` names the file in errors.
+fn encode(path: &Path, mut image: DynamicImage, format: ImageFormat) -> Result<Vec<u8>> {
     // GIF stores colour only, so gray images are written as RGBA there.
     if format == ImageFormat::Gif {
         image = DynamicImage::ImageRgba8(image.to_rgba8());
     }
     let mut bytes = Cursor::new(Vec::new());
-    image
-        .write_to(&mut bytes, format)
-        .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
-    write_atomic(path, bytes.get_ref())
+    image.write_to(&mut bytes, format).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{}: {e}: write PNG, JPEG, BMP, GIF, TIFF or WebP instead",
+            path.display()
+        ))
+    })?;
+    Ok(bytes.into_inner())
 }
 
 /// Tiles a batch `(n, channels, height, width)` into one image with
@@ -1224,5 +1261,22 @@ mod tests {
         assert_eq!(PillowMode::from_header(&gif), Some(PillowMode::L));
         gif[16] = 9;
         assert_eq!(PillowMode::from_header(&gif), Some(PillowMode::P));
+    }
+
+    #[test]
+    fn output_checks_reject_bad_paths_before_work() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.png", "a.jpg", "a.bmp", "a.gif", "a.tiff", "a.webp"] {
+            check_output(&dir.path().join(name)).unwrap();
+        }
+        for (path, expected) in [
+            (dir.path().join("a.unknownext"), "unknown image extension"),
+            (dir.path().join("a"), "unknown image extension"),
+            (dir.path().join("missing/a.png"), "does not exist"),
+        ] {
+            let error = check_output(&path).unwrap_err().to_string();
+            assert!(error.contains(expected), "{}: {error}", path.display());
+        }
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 }

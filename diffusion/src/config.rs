@@ -247,6 +247,13 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, "UNet2DModel config", e.to_string()))?;
+        if !value.is_object() {
+            return Err(Error::format(
+                path,
+                "UNet2DModel config",
+                "the file must hold a JSON object of config fields".to_string(),
+            ));
+        }
         if let Some(class) = value.get("_class_name").and_then(|c| c.as_str()) {
             if class != CLASS_NAME {
                 return Err(Error::format(

@@ -110,7 +110,8 @@ fn filter_rows(rows: Vec<Row>, filter: Option<&str>) -> Result<Vec<Row>> {
         .collect();
     anyhow::ensure!(
         !kept.is_empty(),
-        "--filter {filter:?} matches no crate or preset name: use part of one of {}",
+        "--filter {filter:?} matches no crate or preset name: use part of a crate \
+         or preset name among (crate/preset) {}",
         names.join(", ")
     );
     Ok(kept)

@@ -11,7 +11,7 @@ use diffusion::pipeline::{Pipeline, SamplerKind};
 use diffusion::schedule::{BetaSchedule, Prediction};
 use diffusion::scheduler::{SchedulerConfig, TimestepSpacing};
 use diffusion::train::{DdpmSettings, DdpmTask};
-use diffusion::Config;
+use diffusion::{Config, SampleSize};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -229,14 +229,43 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
             config.in_channels,
             config.out_channels
         );
-        config
+        ensure!(
+            matches!(config.sample_size, None | Some(SampleSize::Square(32))),
+            "{} has sample_size {:?}: the padded MNIST digits are 32 x 32, so use 32",
+            path.display(),
+            config.sample_size
+        );
+        ensure!(
+            config.num_class_embeds.is_none(),
+            "{} sets num_class_embeds: class-conditional training is not supported, \
+             remove the key",
+            path.display()
+        );
+        Config {
+            sample_size: Some(SampleSize::Square(32)),
+            ..config
+        }
     } else {
         Config::mnist()
     };
+    // The weights, their moving average, the gradients and AdamW's two
+    // moments: five f32 copies.
+    let needed = config.num_parameters().saturating_mul(5);
+    if let Some(total) = common::device::total_memory_bytes() {
+        ensure!(
+            (needed as f64) * 4.0 < total as f64,
+            "the U-Net has {} parameters, and training needs five f32 copies of them \
+             ({:.1} GiB), more than the {:.1} GiB of memory of this machine: use a smaller \
+             configuration",
+            config.num_parameters(),
+            needed as f64 * 4.0 / f64::from(1u32 << 30),
+            total as f64 / f64::from(1u32 << 30)
+        );
+    }
     let (images, eval) = diffusion::train::mnist()?;
     eprintln!(
         "data: {} training and {} held-out MNIST digits at 32 x 32; model: U-Net of \
-         {:?} channels, {} residual blocks per level, {:.2}M parameters; {} betas, \
+         {:?} channels, {} residual block(s) per level, {:.2}M parameters; {} betas, \
          {} prediction{}",
         images.size()[0],
         eval.size()[0],
@@ -368,6 +397,7 @@ struct SampleSettings {
 fn sample(args: &SampleArgs) -> Result<ExitCode> {
     crate::set_threads(args.threads)?;
     crate::reject_existing(&args.out, "output file")?;
+    common::image::check_output(&args.out)?;
     ensure!(
         (1..=MAX_SAMPLES).contains(&args.count),
         "--count {} is invalid: use 1 to {MAX_SAMPLES}",
@@ -378,6 +408,12 @@ fn sample(args: &SampleArgs) -> Result<ExitCode> {
         "--eta {} is invalid: use a value in [0, 1]",
         args.eta
     );
+    ensure!(
+        args.eta == 0.0 || args.sampler == SamplerArg::Ddim,
+        "--eta {} applies to --sampler ddim only: ancestral DDPM sampling always adds the \
+         posterior noise",
+        args.eta
+    );
     let mut pipeline = Pipeline::load(&args.model, Device::Cpu).with_context(|| {
         let hint = if args.model == Path::new(DEFAULT_RUN) {
             " (train one with `cargo xtask train ddpm`, or pass --model)"
@@ -386,6 +422,17 @@ fn sample(args: &SampleArgs) -> Result<ExitCode> {
         };
         format!("failed to load the pipeline {}{hint}", args.model.display())
     })?;
+    let scheduler_file = args
+        .model
+        .join("scheduler")
+        .join(diffusion::pipeline::SCHEDULER_FILE);
+    if !scheduler_file.is_file() {
+        eprintln!(
+            "warning: {} not found: sampling with the scheduler defaults (1000 linear betas \
+             from 1e-4 to 0.02, epsilon prediction), which fit only a U-Net trained on them",
+            scheduler_file.display()
+        );
+    }
     if let Some(spacing) = args.timestep_spacing {
         pipeline.scheduler.timestep_spacing = spacing;
     }
@@ -424,9 +471,12 @@ fn write_samples(
     let grid = common::image::grid(&images, columns, 2)?;
     common::image::save(path, &grid)?;
     eprintln!(
-        "wrote {} samples ({:?}, {} steps, seed {}) to {} in {seconds:.1} s",
+        "wrote {} sample(s) ({}, {} steps, seed {}) to {} in {seconds:.1} s",
         settings.count,
-        settings.sampler,
+        match settings.sampler {
+            SamplerKind::Ddpm => "ancestral DDPM",
+            SamplerKind::Ddim => "DDIM",
+        },
         settings.steps,
         settings.seed,
         path.display()

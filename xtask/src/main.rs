@@ -49,7 +49,7 @@ use std::process::ExitCode;
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Model zoo tasks: doctor, convert, generate, train, dvae, clip, sample, bench"
+    about = "Model zoo tasks: doctor, convert, generate, train, dvae, clip, sample, bench, compare"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -117,6 +117,7 @@ fn train_resume_and_sample() {
         ("--steps", "1001", "1001"),
         ("--count", "0", "--count 0"),
         ("--eta", "-1", "--eta -1"),
+        ("--eta", "0.5", "--sampler ddim only"),
     ] {
         let output = sample(&out, &other, &[flag, value]);
         assert_error(&output, &[expected]);
@@ -125,6 +126,11 @@ fn train_resume_and_sample() {
     let spacing = sample(&out, &other, &["--timestep-spacing", "backwards"]);
     assert_usage_error(&spacing, &["\"backwards\"", "leading, trailing, linspace"]);
     assert!(!other.exists());
+    let nested = dir.path().join("no-such-dir").join("grid.png");
+    assert_error(&sample(&out, &nested, &[]), &["does not exist"]);
+    let unknown = dir.path().join("grid.unknownext");
+    assert_error(&sample(&out, &unknown, &[]), &["unknown image extension"]);
+    assert!(!unknown.exists());
     let missing = sample(&dir.path().join("nowhere"), &other, &[]);
     assert_error(&missing, &["config.json not found"]);
 }
@@ -188,6 +194,26 @@ fn unet_config_option_trains_another_u_net() {
     let other = dir.path().join("other");
     let output = train(&other, "2", &["--unet-config", rgb.to_str().unwrap()]);
     assert_error(&output, &["3 input", "MNIST digits need 1"]);
+    assert!(!other.exists());
+    for (key, value, expected) in [
+        ("sample_size", "30", "sample_size"),
+        ("num_class_embeds", "10", "num_class_embeds"),
+    ] {
+        let path = dir.path().join(format!("{key}.json"));
+        let text = small.replace("\"sample_size\": 32", &format!("\"{key}\": {value}"));
+        std::fs::write(&path, text).unwrap();
+        let output = train(&other, "2", &["--unet-config", path.to_str().unwrap()]);
+        assert_error(&output, &[expected]);
+        assert!(!other.exists());
+    }
+    // About 50G parameters: refused before anything is allocated.
+    let huge = dir.path().join("huge.json");
+    let text = small
+        .replace("[8, 16]", "[32768, 32768]")
+        .replace("\"norm_num_groups\": 4", "\"norm_num_groups\": 32");
+    std::fs::write(&huge, text).unwrap();
+    let output = train(&other, "2", &["--unet-config", huge.to_str().unwrap()]);
+    assert_error(&output, &["five f32 copies", "smaller configuration"]);
     assert!(!other.exists());
     let missing = dir.path().join("missing.json");
     let output = train(&other, "2", &["--unet-config", missing.to_str().unwrap()]);
