@@ -179,54 +179,67 @@ impl Config {
         self.encoder_width(self.group_count - group + 1)
     }
 
-    /// Returns the number of parameters of the encoder, computed in closed
-    /// form.
-    pub fn encoder_parameters(&self) -> u64 {
-        let mut total = conv(self.input_channels, self.n_hid, 7);
+    /// Lists the encoder's convolutions, from the pixels to the logits over
+    /// the codes. Group `g` (from 1) runs at `image_size / 2^(g-1)` pixels
+    /// square, and the logits at the code grid.
+    fn encoder_convs(&self) -> Vec<ConvShape> {
+        let mut convs = vec![ConvShape::new(
+            self.input_channels,
+            self.n_hid,
+            7,
+            self.image_size,
+        )];
         for group in 1..=self.group_count {
             let width = self.encoder_width(group);
+            let side = self.image_size >> (group - 1).clamp(0, MAX_GROUPS);
             for block in 0..self.n_blk_per_group {
                 let n_in = if block == 0 {
                     self.encoder_width((group - 1).max(1))
                 } else {
                     width
                 };
-                let hid = width / 4;
-                total = total
-                    .saturating_add(shortcut(n_in, width))
-                    .saturating_add(conv(n_in, hid, 3))
-                    .saturating_add(conv(hid, hid, 3).saturating_mul(2))
-                    .saturating_add(conv(hid, width, 1));
+                push_block(&mut convs, n_in, width, [3, 3, 3, 1], side);
             }
         }
-        total.saturating_add(conv(
-            self.encoder_width(self.group_count),
-            self.vocab_size,
-            1,
-        ))
+        let grid = self.image_size / self.downsample_factor();
+        let width = self.encoder_width(self.group_count);
+        convs.push(ConvShape::new(width, self.vocab_size, 1, grid));
+        convs
     }
 
-    /// Returns the number of parameters of the decoder, computed in closed
-    /// form.
-    pub fn decoder_parameters(&self) -> u64 {
-        let mut total = conv(self.vocab_size, self.n_init, 1);
+    /// Lists the decoder's convolutions, from the code grid to the
+    /// logit-Laplace parameters of the pixels. Group `g` (from 1) runs at
+    /// `2^(g-1)` times the grid's side.
+    fn decoder_convs(&self) -> Vec<ConvShape> {
+        let grid = self.image_size / self.downsample_factor();
+        let mut convs = vec![ConvShape::new(self.vocab_size, self.n_init, 1, grid)];
         for group in 1..=self.group_count {
             let width = self.decoder_width(group);
+            let side = grid.saturating_mul(1 << (group - 1).clamp(0, MAX_GROUPS));
             for block in 0..self.n_blk_per_group {
                 let n_in = match (group, block) {
                     (1, 0) => self.n_init,
                     (_, 0) => self.decoder_width(group - 1),
                     _ => width,
                 };
-                let hid = width / 4;
-                total = total
-                    .saturating_add(shortcut(n_in, width))
-                    .saturating_add(conv(n_in, hid, 1))
-                    .saturating_add(conv(hid, hid, 3).saturating_mul(2))
-                    .saturating_add(conv(hid, width, 3));
+                push_block(&mut convs, n_in, width, [1, 3, 3, 3], side);
             }
         }
-        total.saturating_add(conv(self.n_hid, 2 * self.output_channels, 1))
+        let output_width = self.output_channels.saturating_mul(2);
+        convs.push(ConvShape::new(self.n_hid, output_width, 1, self.image_size));
+        convs
+    }
+
+    /// Returns the number of parameters of the encoder, computed in closed
+    /// form.
+    pub fn encoder_parameters(&self) -> u64 {
+        parameters(&self.encoder_convs())
+    }
+
+    /// Returns the number of parameters of the decoder, computed in closed
+    /// form.
+    pub fn decoder_parameters(&self) -> u64 {
+        parameters(&self.decoder_convs())
     }
 
     /// Returns the number of parameters of the encoder and the decoder
@@ -243,29 +256,7 @@ impl Config {
     /// Biases, ReLUs, max-pooling and the residual additions are not counted.
     /// Saturates at `u64::MAX`.
     pub fn encoder_flops(&self) -> u64 {
-        let side = self.image_size;
-        let mut macs = conv_macs(self.input_channels, self.n_hid, 7, side);
-        for group in 1..=self.group_count {
-            let width = self.encoder_width(group);
-            let side = side >> (group - 1).clamp(0, MAX_GROUPS);
-            for block in 0..self.n_blk_per_group {
-                let n_in = if block == 0 {
-                    self.encoder_width((group - 1).max(1))
-                } else {
-                    width
-                };
-                let hid = width / 4;
-                macs = macs
-                    .saturating_add(shortcut_macs(n_in, width, side))
-                    .saturating_add(conv_macs(n_in, hid, 3, side))
-                    .saturating_add(conv_macs(hid, hid, 3, side).saturating_mul(2))
-                    .saturating_add(conv_macs(hid, width, 1, side));
-            }
-        }
-        let grid = self.image_size / self.downsample_factor();
-        let width = self.encoder_width(self.group_count);
-        macs.saturating_add(conv_macs(width, self.vocab_size, 1, grid))
-            .saturating_mul(2)
+        flops(&self.encoder_convs())
     }
 
     /// Counts the forward FLOPs of the decoder on the code grid of one image,
@@ -276,28 +267,7 @@ impl Config {
     /// Group `g` (from 1) runs at `2^(g-1)` times the grid's side. Counted
     /// as in [`Config::encoder_flops`].
     pub fn decoder_flops(&self) -> u64 {
-        let grid = self.image_size / self.downsample_factor();
-        let mut macs = conv_macs(self.vocab_size, self.n_init, 1, grid);
-        for group in 1..=self.group_count {
-            let width = self.decoder_width(group);
-            let side = grid.saturating_mul(1 << (group - 1).clamp(0, MAX_GROUPS));
-            for block in 0..self.n_blk_per_group {
-                let n_in = match (group, block) {
-                    (1, 0) => self.n_init,
-                    (_, 0) => self.decoder_width(group - 1),
-                    _ => width,
-                };
-                let hid = width / 4;
-                macs = macs
-                    .saturating_add(shortcut_macs(n_in, width, side))
-                    .saturating_add(conv_macs(n_in, hid, 1, side))
-                    .saturating_add(conv_macs(hid, hid, 3, side).saturating_mul(2))
-                    .saturating_add(conv_macs(hid, width, 3, side));
-            }
-        }
-        let output_width = self.output_channels.saturating_mul(2);
-        let output = conv_macs(self.n_hid, output_width, 1, self.image_size);
-        macs.saturating_add(output).saturating_mul(2)
+        flops(&self.decoder_convs())
     }
 
     /// Counts the forward FLOPs of one image through its codes and back:
@@ -307,44 +277,72 @@ impl Config {
     }
 }
 
+/// A convolution with bias and "same" padding: its channels, kernel side and
+/// output side in pixels.
+struct ConvShape {
+    n_in: u64,
+    n_out: u64,
+    kernel: u64,
+    side: u64,
+}
+
+impl ConvShape {
+    fn new(n_in: i64, n_out: i64, kernel: i64, side: i64) -> Self {
+        let [n_in, n_out, kernel, side] = [n_in, n_out, kernel, side].map(|x| x.max(0) as u64);
+        Self {
+            n_in,
+            n_out,
+            kernel,
+            side,
+        }
+    }
+
+    /// Returns the weights and the bias.
+    fn parameters(&self) -> u64 {
+        self.n_out
+            .saturating_mul(self.n_in)
+            .saturating_mul(self.kernel.saturating_mul(self.kernel))
+            .saturating_add(self.n_out)
+    }
+
+    /// Returns the multiply-adds over the output pixels.
+    fn macs(&self) -> u64 {
+        [self.n_out, self.kernel, self.kernel, self.side, self.side]
+            .iter()
+            .fold(self.n_in, |product, &x| product.saturating_mul(x))
+    }
+}
+
+/// Appends the convolutions of one residual block from `n_in` to `width`
+/// channels: a 1x1 shortcut where the width changes (the identity
+/// otherwise), then four convolutions with the given kernel sides through
+/// `width / 4` hidden channels.
+fn push_block(convs: &mut Vec<ConvShape>, n_in: i64, width: i64, kernels: [i64; 4], side: i64) {
+    if n_in != width {
+        convs.push(ConvShape::new(n_in, width, 1, side));
+    }
+    let hid = width / 4;
+    let channels = [n_in, hid, hid, hid, width];
+    for (i, kernel) in kernels.into_iter().enumerate() {
+        convs.push(ConvShape::new(channels[i], channels[i + 1], kernel, side));
+    }
+}
+
+/// Sums the parameters of `convs`, saturating at `u64::MAX`.
+fn parameters(convs: &[ConvShape]) -> u64 {
+    convs
+        .iter()
+        .fold(0, |total, conv| total.saturating_add(conv.parameters()))
+}
+
+/// Sums the FLOPs of `convs`, 2 per multiply-add, saturating at `u64::MAX`.
+fn flops(convs: &[ConvShape]) -> u64 {
+    convs
+        .iter()
+        .fold(0u64, |total, conv| total.saturating_add(conv.macs()))
+        .saturating_mul(2)
+}
+
 /// Maximum number of parameters of a shape (ten billion). It is far above any
 /// dVAE and keeps a mistyped config from allocating an absurd amount of memory.
 const MAX_PARAMETERS: u64 = 10_000_000_000;
-
-/// Returns the number of parameters of a `k x k` convolution with bias.
-fn conv(n_in: i64, n_out: i64, k: i64) -> u64 {
-    let (n_in, n_out, k) = (n_in.max(0) as u64, n_out.max(0) as u64, k as u64);
-    n_out
-        .saturating_mul(n_in)
-        .saturating_mul(k * k)
-        .saturating_add(n_out)
-}
-
-/// Returns the number of parameters of a block's shortcut. The shortcut is a
-/// 1x1 convolution where the width changes and the identity (0) otherwise.
-fn shortcut(n_in: i64, n_out: i64) -> u64 {
-    if n_in == n_out {
-        0
-    } else {
-        conv(n_in, n_out, 1)
-    }
-}
-
-/// Returns the multiply-adds of a `k x k` convolution with "same" padding
-/// whose output is `side x side` pixels.
-fn conv_macs(n_in: i64, n_out: i64, k: i64, side: i64) -> u64 {
-    let [n_in, n_out, k, side] = [n_in, n_out, k, side].map(|x| x.max(0) as u64);
-    [n_out, k, k, side, side]
-        .iter()
-        .fold(n_in, |product, &x| product.saturating_mul(x))
-}
-
-/// Returns the multiply-adds of a block's shortcut: a 1x1 convolution where
-/// the width changes, nothing for the identity.
-fn shortcut_macs(n_in: i64, n_out: i64, side: i64) -> u64 {
-    if n_in == n_out {
-        0
-    } else {
-        conv_macs(n_in, n_out, 1, side)
-    }
-}

@@ -659,7 +659,7 @@ impl Config {
         Self::gpt3(96, 12288, 96, 128)
     }
 
-    /// The transformer of DALL-E (Ramesh et al., 2021): 64 pre-norm layers of
+    /// Returns the transformer of DALL-E (Ramesh et al., 2021): 64 pre-norm layers of
     /// 62 heads of 64 (width 3968) over 256 text tokens followed by 1024 image
     /// tokens, so a context of 1280. The tied vocabulary of 24,832 tokens is
     /// the 16,384 BPE text tokens, the 256 padding tokens that DALL-E learns

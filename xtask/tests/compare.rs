@@ -408,7 +408,7 @@ fn dall_e_has_twelve_billion_parameters() {
     assert_eq!(config.context_length, 256 + 1024);
     assert_eq!(config.vocab_size, 16384 + 256 + 8192);
     // 64 layers of width 3968 hold 12.10B parameters, within 1% of the
-    // paper's "12 billion". The 24,832 x 3968 vocabulary and 1280 x 3968
+    // "12 billion" of Ramesh et al. (2021). The 24,832 x 3968 vocabulary and 1280 x 3968
     // position tables add 0.10B, so the total of 12.20B is held to 2%.
     assert_within(
         "dall-e-12b non-embedding",
