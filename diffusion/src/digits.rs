@@ -216,6 +216,22 @@ impl DigitClassifier {
     ///
     /// Takes images as [`DigitClassifier::probabilities`] does.
     pub fn score(&self, images: &Tensor, threshold: f64) -> Result<Score> {
+        let predictions = self.confident_digits(images, threshold)?;
+        let mut score = Score {
+            confident: 0,
+            total: predictions.len() as i64,
+            per_digit: [0; 10],
+        };
+        for digit in predictions.into_iter().flatten() {
+            score.confident += 1;
+            score.per_digit[digit as usize] += 1;
+        }
+        Ok(score)
+    }
+
+    /// Returns, for each image, the digit it shows if the classifier gives
+    /// that digit a probability above `threshold`, and `None` otherwise.
+    pub fn confident_digits(&self, images: &Tensor, threshold: f64) -> Result<Vec<Option<i64>>> {
         if !(0.0..=1.0).contains(&threshold) {
             return Err(Error::InvalidInput(format!(
                 "confidence threshold {threshold} is invalid: it must be in [0, 1]"
@@ -225,18 +241,13 @@ impl DigitClassifier {
         let (confidences, predictions) = probabilities.f_max_dim(1, false)?;
         let confidences = Vec::<f32>::try_from(&confidences)?;
         let predictions = Vec::<i64>::try_from(&predictions)?;
-        let mut score = Score {
-            confident: 0,
-            total: confidences.len() as i64,
-            per_digit: [0; 10],
-        };
-        for (&confidence, &digit) in confidences.iter().zip(&predictions) {
-            if f64::from(confidence) > threshold {
-                score.confident += 1;
-                score.per_digit[digit as usize] += 1;
-            }
-        }
-        Ok(score)
+        Ok(confidences
+            .iter()
+            .zip(&predictions)
+            .map(|(&confidence, &digit)| {
+                (f64::from(confidence) > threshold && (0..10).contains(&digit)).then_some(digit)
+            })
+            .collect())
     }
 
     /// Writes the weights to a safetensors file.

@@ -71,7 +71,7 @@ fn weights_file(dir: &Path) -> Result<PathBuf> {
 /// Loads a U-Net from a diffusers model directory, or from the `unet`
 /// folder of a pipeline directory.
 pub fn load_unet(dir: &Path, device: Device) -> Result<UNet2DModel> {
-    let dir = if !dir.join(CONFIG_FILE).is_file() && dir.join("unet").join(CONFIG_FILE).is_file() {
+    let dir = if !dir.join(CONFIG_FILE).is_file() && dir.join("unet").is_dir() {
         dir.join("unet")
     } else {
         dir.to_path_buf()

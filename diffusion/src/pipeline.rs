@@ -26,6 +26,19 @@ pub enum SamplerKind {
     Ddim,
 }
 
+/// Classifier-free guidance (Ho and Salimans, 2022) for a class-conditional
+/// U-Net whose last class embedding is the null label, as
+/// [`crate::train::DdpmTask`] trains it. Each step predicts with and without
+/// the labels and moves the prediction `scale` times the difference away
+/// from the unconditional one: `uncond + scale (cond - uncond)`. Scale 1 is
+/// the plain conditional model, 0 the unconditional one.
+#[derive(Clone, Debug)]
+pub struct Guidance {
+    /// One class label per sample, each below the null label.
+    pub labels: Vec<i64>,
+    pub scale: f64,
+}
+
 /// A U-Net and the noise schedule it was trained with.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -69,10 +82,11 @@ impl Pipeline {
         write_json(&dir.join(MODEL_INDEX_FILE), &index)
     }
 
-    /// Draws `count` samples with `steps` denoising steps and returns them
-    /// as images in `[0, 1]`, `(count, channels, height, width)` at the
-    /// U-Net's `sample_size`. The seed fixes the initial noise and every
-    /// step's noise; `eta` applies to DDIM only.
+    /// Draws `count` samples with `steps` denoising steps from an
+    /// unconditional U-Net and returns them as images in `[0, 1]`, `(count,
+    /// channels, height, width)` at the U-Net's `sample_size`. The seed
+    /// fixes the initial noise and every step's noise; `eta` applies to
+    /// DDIM only.
     pub fn sample(
         &self,
         sampler: SamplerKind,
@@ -80,6 +94,59 @@ impl Pipeline {
         eta: f64,
         count: i64,
         seed: u64,
+    ) -> Result<Tensor> {
+        if self.unet.config().num_class_embeds.is_some() {
+            return Err(Error::InvalidInput(
+                "this U-Net is class-conditional: sample it with class labels and a \
+                 guidance scale"
+                    .into(),
+            ));
+        }
+        self.run(sampler, steps, eta, count, seed, None)
+    }
+
+    /// [`Pipeline::sample`] for a class-conditional U-Net, one sample per
+    /// label of `guidance`.
+    pub fn sample_guided(
+        &self,
+        sampler: SamplerKind,
+        steps: i64,
+        eta: f64,
+        guidance: &Guidance,
+        seed: u64,
+    ) -> Result<Tensor> {
+        let Some(null) = crate::train::null_label(self.unet.config()) else {
+            return Err(Error::InvalidInput(
+                "guidance needs a class-conditional U-Net, and this one has no \
+                 num_class_embeds: sample it without labels"
+                    .into(),
+            ));
+        };
+        if !(guidance.scale.is_finite() && guidance.scale >= 0.0) {
+            return Err(Error::InvalidInput(format!(
+                "guidance scale {} is invalid: use 0 (unconditional), 1 (conditional) or \
+                 more",
+                guidance.scale
+            )));
+        }
+        if let Some(&label) = guidance.labels.iter().find(|&&l| !(0..null).contains(&l)) {
+            return Err(Error::InvalidInput(format!(
+                "class label {label} is out of range: this U-Net takes labels 0 to {}",
+                null - 1
+            )));
+        }
+        let count = guidance.labels.len() as i64;
+        self.run(sampler, steps, eta, count, seed, Some((guidance, null)))
+    }
+
+    fn run(
+        &self,
+        sampler: SamplerKind,
+        steps: i64,
+        eta: f64,
+        count: i64,
+        seed: u64,
+        guidance: Option<(&Guidance, i64)>,
     ) -> Result<Tensor> {
         let config = self.unet.config();
         let (height, width) = config
@@ -104,6 +171,26 @@ impl Pipeline {
         let mut rng = StdRng::seed_from_u64(seed);
         let shape = [count, config.in_channels, height, width];
         let mut sample = gaussian(&mut rng, &shape)?.to_device(device);
+        // The conditional and unconditional predictions run as one batch.
+        let predict = |sample: &Tensor, timestep: &Tensor| -> Result<Tensor> {
+            let Some((guidance, null)) = guidance else {
+                return self.unet.forward(sample, timestep, false);
+            };
+            let labels = Tensor::from_slice(&guidance.labels).to_device(device);
+            if guidance.scale == 1.0 {
+                return self
+                    .unet
+                    .forward_with_labels(sample, timestep, Some(&labels), false);
+            }
+            let both = Tensor::cat(&[sample, sample], 0);
+            let labels = Tensor::cat(&[labels.shallow_clone(), labels.full_like(null)], 0);
+            let output = self
+                .unet
+                .forward_with_labels(&both, timestep, Some(&labels), false)?;
+            let (conditional, unconditional) =
+                (output.narrow(0, 0, count), output.narrow(0, count, count));
+            Ok(&unconditional + (conditional - &unconditional) * guidance.scale)
+        };
         let bar = common::progress::bar(steps.max(0) as u64, "denoising");
         let samples = tch::no_grad(|| -> Result<Tensor> {
             match sampler {
@@ -112,7 +199,7 @@ impl Pipeline {
                     scheduler.set_timesteps(steps)?;
                     for &t in scheduler.timesteps().to_vec().iter() {
                         let timestep = Tensor::from(t).to_device(device);
-                        let output = self.unet.forward(&sample, &timestep, false)?;
+                        let output = predict(&sample, &timestep)?;
                         let noise = gaussian(&mut rng, &shape)?.to_device(device);
                         sample = scheduler
                             .step(&output, t, &sample, Some(&noise))?
@@ -125,7 +212,7 @@ impl Pipeline {
                     scheduler.set_timesteps(steps)?;
                     for &t in scheduler.timesteps().to_vec().iter() {
                         let timestep = Tensor::from(t).to_device(device);
-                        let output = self.unet.forward(&sample, &timestep, false)?;
+                        let output = predict(&sample, &timestep)?;
                         let options = DdimStepOptions {
                             eta,
                             use_clipped_model_output: false,

@@ -19,6 +19,12 @@
 //! the image is nearly known, then weigh less, and training spends its
 //! updates on the noisy timesteps that decide a sample's shape. The held-out
 //! loss stays the unweighted mean squared error.
+//!
+//! A U-Net with `num_class_embeds` trains class-conditionally for
+//! classifier-free guidance (Ho and Salimans, 2022): its last class
+//! embedding is the null label, and [`DdpmSettings::label_dropout`] of the
+//! training labels are replaced by it, so that one network learns both the
+//! conditional and the unconditional prediction.
 
 use crate::pipeline::Pipeline;
 use crate::schedule::{NoiseSchedule, Prediction};
@@ -40,14 +46,44 @@ pub const EMA_PREFIX: &str = "ema.";
 /// timestep and noise.
 const EVAL_IMAGES: i64 = 512;
 
+/// Images `(n, channels, height, width)` in `[-1, 1]`, with their class
+/// labels `(n)` in `i64` where known.
+#[derive(Debug)]
+pub struct ImageSet {
+    pub images: Tensor,
+    pub labels: Option<Tensor>,
+}
+
+impl ImageSet {
+    /// The first `n` images (all of them if there are fewer).
+    pub fn head(&self, n: i64) -> Self {
+        let n = n.min(self.images.size()[0]);
+        Self {
+            images: self.images.narrow(0, 0, n),
+            labels: self.labels.as_ref().map(|l| l.narrow(0, 0, n)),
+        }
+    }
+}
+
 /// Loads MNIST's digits zero-padded to 32 x 32 and scaled to `[-1, 1]`, as
-/// `(train, eval)` sets `(n, 1, 32, 32)`, with the last 10% of each digit
-/// held out.
-pub fn mnist() -> Result<(Tensor, Tensor)> {
+/// `(train, eval)` sets of `(n, 1, 32, 32)` images and their digits, with
+/// the last 10% of each digit held out.
+pub fn mnist() -> Result<(ImageSet, ImageSet)> {
     let (train, eval) = common::mnist::load(0.1)?;
-    let scale =
-        |images: &Tensor| -> Result<Tensor> { Ok(crate::digits::pad_to_32(images)? * 2.0 - 1.0) };
-    Ok((scale(&train.images)?, scale(&eval.images)?))
+    let scale = |digits: common::mnist::Digits| -> Result<ImageSet> {
+        Ok(ImageSet {
+            images: crate::digits::pad_to_32(&digits.images)? * 2.0 - 1.0,
+            labels: Some(digits.labels),
+        })
+    };
+    Ok((scale(train)?, scale(eval)?))
+}
+
+/// The null label of a class-conditional U-Net: its last class embedding,
+/// which stands for "no class" in classifier-free guidance. `None` for an
+/// unconditional U-Net.
+pub fn null_label(config: &Config) -> Option<i64> {
+    config.num_class_embeds.map(|n| n - 1)
 }
 
 /// The DDPM training task over a fixed set of images.
@@ -58,6 +94,10 @@ pub struct DdpmTask {
     pairs: Vec<(Tensor, Tensor)>,
     ema_decay: f64,
     snr_gamma: Option<f64>,
+    /// The training and held-out labels and the null label, for a
+    /// class-conditional U-Net.
+    labels: Option<(Tensor, Tensor, i64)>,
+    label_dropout: f64,
     schedule: NoiseSchedule,
     prediction: Prediction,
     images: Tensor,
@@ -78,20 +118,26 @@ pub struct DdpmSettings {
     /// The gamma of Min-SNR-gamma loss weighting (5 in Hang et al.); `None`
     /// weighs every timestep equally, as Ho et al. do.
     pub snr_gamma: Option<f64>,
+    /// The fraction of training labels replaced by the null label, in
+    /// `[0, 1]`, for a class-conditional U-Net (0.1 in Ho and Salimans);
+    /// ignored without class embeddings.
+    pub label_dropout: f64,
     pub seed: u64,
 }
 
 impl DdpmTask {
     /// Builds the trained U-Net under `unet.` and its moving average under
     /// `ema.` of `vs` (the average is not trainable but is saved with the
-    /// training state), over `images` `(n, channels, h, w)` in `[-1, 1]`.
-    /// The noise schedule and the prediction type come from `scheduler`,
-    /// which is exported with the U-Net as a diffusers pipeline directory.
+    /// training state), over `(train, eval)` image sets. A U-Net with
+    /// `num_class_embeds` trains on the sets' labels, which must lie below
+    /// its null label ([`null_label`]). The noise schedule and the
+    /// prediction type come from `scheduler`, which is exported with the
+    /// U-Net as a diffusers pipeline directory.
     pub fn new(
         vs: &VarStore,
         config: &Config,
         scheduler: SchedulerConfig,
-        (images, eval): (Tensor, Tensor),
+        (train, eval): (ImageSet, ImageSet),
         settings: DdpmSettings,
     ) -> Result<Self> {
         let schedule = scheduler.noise_schedule()?;
@@ -110,8 +156,14 @@ impl DdpmTask {
                 settings.batch_size
             )));
         }
-        for (name, set) in [("training", &images), ("held-out", &eval)] {
-            let size = set.size();
+        if !(0.0..=1.0).contains(&settings.label_dropout) {
+            return Err(Error::InvalidInput(format!(
+                "label dropout {} is out of range: it must be in [0, 1]",
+                settings.label_dropout
+            )));
+        }
+        for (name, set) in [("training", &train), ("held-out", &eval)] {
+            let size = set.images.size();
             if size.len() != 4 || size[0] == 0 || size[1] != config.in_channels {
                 return Err(Error::InvalidInput(format!(
                     "the {name} images have shape {size:?}: expected a non-empty \
@@ -120,6 +172,15 @@ impl DdpmTask {
                 )));
             }
         }
+        let labels = match null_label(config) {
+            None => None,
+            Some(null) => {
+                let train_labels = check_labels("training", &train, null)?;
+                let eval_labels = check_labels("held-out", &eval, null)?;
+                Some((train_labels, eval_labels, null))
+            }
+        };
+        let (images, eval) = (train.images, eval.images);
         let unet = UNet2DModel::new(&(vs.root() / "unet"), config)?;
         let ema = UNet2DModel::new(&(vs.root() / "ema"), config)?;
         let variables = vs.variables();
@@ -140,6 +201,7 @@ impl DdpmTask {
         // evaluation scores the same problems.
         let eval = eval.narrow(0, 0, eval.size()[0].min(EVAL_IMAGES));
         let n = eval.size()[0];
+        let labels = labels.map(|(train, eval, null)| (train, eval.narrow(0, 0, n), null));
         let mut rng = step_rng(settings.seed, u64::MAX);
         let timesteps: Vec<i64> = (0..n)
             .map(|_| rng.random_range(0..schedule.len()))
@@ -154,6 +216,8 @@ impl DdpmTask {
             pairs,
             ema_decay: settings.ema_decay,
             snr_gamma: settings.snr_gamma,
+            labels,
+            label_dropout: settings.label_dropout,
             schedule,
             prediction: scheduler.prediction_type,
             images,
@@ -174,12 +238,14 @@ impl DdpmTask {
 
     /// Returns the mean squared error of `model` on `x_0` at `timesteps`
     /// with `noise`, each image's error multiplied by its entry of
-    /// `weights` `(n)` when given.
+    /// `weights` `(n)` when given. `labels` go to a class-conditional
+    /// U-Net.
     fn loss(
         &self,
         model: &UNet2DModel,
         original: &Tensor,
         timesteps: &Tensor,
+        labels: Option<&Tensor>,
         noise: &Tensor,
         weights: Option<&Tensor>,
         train: bool,
@@ -188,7 +254,7 @@ impl DdpmTask {
         let target = self
             .schedule
             .target(self.prediction, original, noise, timesteps)?;
-        let output = model.forward(&noisy, timesteps, train)?;
+        let output = model.forward_with_labels(&noisy, timesteps, labels, train)?;
         let Some(weights) = weights else {
             return Ok(output.mse_loss(&target, tch::Reduction::Mean));
         };
@@ -219,6 +285,39 @@ impl DdpmTask {
     }
 }
 
+/// Returns the labels of a set for a U-Net whose null label is `null`,
+/// checked to be one per image and in `0..null`.
+fn check_labels(name: &str, set: &ImageSet, null: i64) -> Result<Tensor> {
+    let n = set.images.size()[0];
+    let Some(labels) = &set.labels else {
+        return Err(Error::InvalidInput(format!(
+            "the U-Net is class-conditional, but the {name} images have no labels: pass \
+             labels or remove num_class_embeds from the config"
+        )));
+    };
+    if labels.size() != [n] || labels.kind() != tch::Kind::Int64 {
+        return Err(Error::InvalidInput(format!(
+            "the {name} labels have shape {:?} and type {:?}: expected ({n}) in i64",
+            labels.size(),
+            labels.kind()
+        )));
+    }
+    let (min, max) = (
+        labels.f_min()?.f_int64_value(&[])?,
+        labels.f_max()?.f_int64_value(&[])?,
+    );
+    if min < 0 || max >= null {
+        return Err(Error::InvalidInput(format!(
+            "{name} label {} is out of range: a U-Net with {} class embeddings takes labels \
+             0 to {}, the last embedding being the null label of classifier-free guidance",
+            if min < 0 { min } else { max },
+            null + 1,
+            null - 1
+        )));
+    }
+    Ok(labels.shallow_clone())
+}
+
 impl Task for DdpmTask {
     fn train_loss(&mut self, step: u64) -> Result<Tensor> {
         let mut rng = step_rng(self.seed, step);
@@ -230,9 +329,18 @@ impl Task for DdpmTask {
             .map(|_| rng.random_range(0..self.schedule.len()))
             .collect();
         let device = self.images.device();
-        let batch = self
-            .images
-            .index_select(0, &Tensor::from_slice(&index).to_device(device));
+        let index = Tensor::from_slice(&index).to_device(device);
+        let batch = self.images.index_select(0, &index);
+        let labels = match &self.labels {
+            None => None,
+            Some((labels, _, null)) => {
+                let dropped: Vec<bool> = (0..self.batch_size)
+                    .map(|_| rng.random::<f64>() < self.label_dropout)
+                    .collect();
+                let dropped = Tensor::from_slice(&dropped).to_device(device);
+                Some(labels.index_select(0, &index).masked_fill(&dropped, *null))
+            }
+        };
         let weights = self.snr_weights(&timesteps)?;
         let timesteps = Tensor::from_slice(&timesteps).to_device(device);
         // The training loop seeds libtorch's generator per step, so the noise
@@ -242,6 +350,7 @@ impl Task for DdpmTask {
             &self.unet,
             &batch,
             &timesteps,
+            labels.as_ref(),
             &noise,
             weights.as_ref(),
             true,
@@ -269,6 +378,10 @@ impl Task for DdpmTask {
                     &self.ema,
                     &self.eval.narrow(0, start, len),
                     &self.eval_timesteps.narrow(0, start, len),
+                    self.labels
+                        .as_ref()
+                        .map(|(_, eval, _)| eval.narrow(0, start, len))
+                        .as_ref(),
                     &self.eval_noise.narrow(0, start, len),
                     None,
                     false,

@@ -4,7 +4,7 @@
 
 use common::train::{train, Task, TrainOptions};
 use diffusion::scheduler::SchedulerConfig;
-use diffusion::train::{DdpmSettings, DdpmTask};
+use diffusion::train::{DdpmSettings, DdpmTask, ImageSet};
 use diffusion::{Config, DownBlockType, UpBlockType};
 use std::path::Path;
 use std::sync::Mutex;
@@ -27,19 +27,23 @@ fn small_config() -> Config {
     }
 }
 
-fn task(vs: &VarStore, data: (Tensor, Tensor)) -> DdpmTask {
-    let settings = DdpmSettings {
+fn settings() -> DdpmSettings {
+    DdpmSettings {
         batch_size: 32,
         ema_decay: 0.9,
         snr_gamma: None,
+        label_dropout: 0.1,
         seed: 5,
-    };
+    }
+}
+
+fn task(vs: &VarStore, data: (ImageSet, ImageSet)) -> DdpmTask {
     DdpmTask::new(
         vs,
         &small_config(),
         SchedulerConfig::default(),
         data,
-        settings,
+        settings(),
     )
     .unwrap()
 }
@@ -48,9 +52,9 @@ fn task(vs: &VarStore, data: (Tensor, Tensor)) -> DdpmTask {
 /// so a run beside another would draw other noise.
 static TRAINING: Mutex<()> = Mutex::new(());
 
-fn data() -> (Tensor, Tensor) {
+fn data() -> (ImageSet, ImageSet) {
     let (train, eval) = diffusion::train::mnist().unwrap();
-    (train.narrow(0, 0, 2000), eval.narrow(0, 0, 128))
+    (train.head(2000), eval.head(128))
 }
 
 fn options(steps: u64) -> TrainOptions {
@@ -70,6 +74,10 @@ fn options(steps: u64) -> TrainOptions {
 #[test]
 fn mnist_digits_are_scaled_and_padded() {
     let (train, eval) = diffusion::train::mnist().unwrap();
+    let labels = train.labels.as_ref().unwrap();
+    assert_eq!(labels.size(), [train.images.size()[0]]);
+    assert_eq!(labels.max().int64_value(&[]), 9);
+    let (train, eval) = (train.images, eval.images);
     assert_eq!(train.size()[1..], [1, 32, 32]);
     assert_eq!(eval.size()[1..], [1, 32, 32]);
     assert_eq!(train.min().double_value(&[]), -1.0);
@@ -104,10 +112,8 @@ fn min_snr_weighted_loss_falls_on_digits() {
     let dir = tempfile::tempdir().unwrap();
     let mut vs = VarStore::new(Device::Cpu);
     let settings = DdpmSettings {
-        batch_size: 32,
-        ema_decay: 0.9,
         snr_gamma: Some(5.0),
-        seed: 5,
+        ..settings()
     };
     let mut task = DdpmTask::new(
         &vs,
@@ -128,21 +134,87 @@ fn bad_min_snr_gamma_is_an_error() {
         let vs = VarStore::new(Device::Cpu);
         let settings = DdpmSettings {
             batch_size: 4,
-            ema_decay: 0.9,
             snr_gamma: Some(gamma),
-            seed: 5,
+            ..settings()
         };
-        let images = Tensor::zeros([4, 1, 32, 32], (tch::Kind::Float, Device::Cpu));
         let error = DdpmTask::new(
             &vs,
             &small_config(),
             SchedulerConfig::default(),
-            (images.copy(), images),
+            blank_images(4, None),
             settings,
         )
         .err()
         .expect("a gamma that is not positive must be rejected");
         assert!(error.to_string().contains("gamma"), "{error}");
+    }
+}
+
+/// `n` blank training and held-out images, with `labels` for both.
+fn blank_images(n: i64, labels: Option<&[i64]>) -> (ImageSet, ImageSet) {
+    let set = || ImageSet {
+        images: Tensor::zeros([n, 1, 32, 32], (tch::Kind::Float, Device::Cpu)),
+        labels: labels.map(Tensor::from_slice),
+    };
+    (set(), set())
+}
+
+/// The small U-Net with eleven class embeddings: the ten digits and the
+/// null label.
+fn conditional_config() -> Config {
+    Config {
+        num_class_embeds: Some(11),
+        ..small_config()
+    }
+}
+
+#[test]
+fn class_conditional_loss_falls_on_digits() {
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut vs = VarStore::new(Device::Cpu);
+    let mut task = DdpmTask::new(
+        &vs,
+        &conditional_config(),
+        SchedulerConfig::default(),
+        data(),
+        settings(),
+    )
+    .unwrap();
+    let report = train(&mut vs, &mut task, &options(60), dir.path(), false).unwrap();
+    let losses: Vec<f64> = report.evaluations.iter().map(|e| e.eval_loss).collect();
+    assert!(losses[2] < 0.8 * losses[0], "held-out losses {losses:?}");
+    let config = std::fs::read_to_string(dir.path().join("unet/config.json")).unwrap();
+    assert!(config.contains("\"num_class_embeds\": 11"), "{config}");
+}
+
+#[test]
+fn bad_labels_are_errors() {
+    let cases: [(Option<&[i64]>, f64, &str); 5] = [
+        (None, 0.1, "no labels"),
+        (Some(&[0, 1, 10, 2]), 0.1, "label 10 is out of range"),
+        (Some(&[0, -2, 1, 2]), 0.1, "label -2 is out of range"),
+        (Some(&[0, 1, 2]), 0.1, "shape [3]"),
+        (Some(&[0, 1, 2, 3]), 1.5, "label dropout 1.5"),
+    ];
+    for (labels, label_dropout, expected) in cases {
+        let vs = VarStore::new(Device::Cpu);
+        let settings = DdpmSettings {
+            batch_size: 4,
+            label_dropout,
+            ..settings()
+        };
+        let error = DdpmTask::new(
+            &vs,
+            &conditional_config(),
+            SchedulerConfig::default(),
+            blank_images(4, labels),
+            settings,
+        )
+        .err()
+        .expect("bad labels must be rejected");
+        assert!(error.to_string().contains(expected), "{error}");
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{ensure, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use common::train::{train, TrainOptions};
 use diffusion::digits::DigitClassifier;
-use diffusion::pipeline::{Pipeline, SamplerKind};
+use diffusion::pipeline::{Guidance, Pipeline, SamplerKind};
 use diffusion::schedule::{BetaSchedule, Prediction};
 use diffusion::scheduler::{SchedulerConfig, TimestepSpacing};
 use diffusion::train::{DdpmSettings, DdpmTask};
@@ -29,8 +29,19 @@ const DEFAULT_RUN: &str = "runs/ddpm-mnist";
 /// many as 250 ancestral steps.
 const DEFAULT_SAMPLE_STEPS: i64 = 100;
 
+/// Guidance scale of `sample ddpm` and of the samples at the end of `train
+/// ddpm` for a class-conditional pipeline.
+const DEFAULT_GUIDANCE: f64 = 2.0;
+
+/// The digit classes of MNIST; a class-conditional U-Net has one more class
+/// embedding, the null label of classifier-free guidance.
+const DIGIT_CLASSES: i64 = 10;
+
 /// Maximum `--batch-size` accepted.
 const MAX_BATCH: i64 = 4096;
+
+/// Maximum `--guidance-scale` of `sample ddpm`.
+const MAX_GUIDANCE: f64 = 100.0;
 
 /// Maximum `--count` of `sample ddpm`.
 const MAX_SAMPLES: i64 = 1024;
@@ -113,6 +124,14 @@ struct SettingArgs {
     /// What the U-Net predicts [default: epsilon].
     #[arg(long, value_enum)]
     prediction: Option<PredictionArg>,
+    /// Train unconditionally, or on the digits' labels for classifier-free
+    /// guidance [default: none].
+    #[arg(long, value_enum)]
+    conditioning: Option<ConditioningArg>,
+    /// With --conditioning class: the fraction of labels replaced by the
+    /// null label, which trains the unconditional prediction [default: 0.1].
+    #[arg(long, allow_negative_numbers = true)]
+    label_dropout: Option<f64>,
     /// Seeds the initial weights, the batches and the noise [default: 1337].
     #[arg(long)]
     seed: Option<u64>,
@@ -125,6 +144,16 @@ enum BetaArg {
     Linear,
     /// The cosine schedule of Nichol and Dhariwal.
     Cosine,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ConditioningArg {
+    /// An unconditional model of all digits (Ho et al.).
+    None,
+    /// Conditioned on the digit, with a null label for classifier-free
+    /// guidance (Ho and Salimans).
+    Class,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -153,6 +182,8 @@ impl SettingArgs {
             snr_gamma: Some(self.snr_gamma.unwrap_or(5.0)),
             beta_schedule: Some(self.beta_schedule.unwrap_or(BetaArg::Cosine)),
             prediction: Some(self.prediction.unwrap_or(PredictionArg::Epsilon)),
+            conditioning: Some(self.conditioning.unwrap_or(ConditioningArg::None)),
+            label_dropout: Some(self.label_dropout.unwrap_or(0.1)),
             seed: Some(self.seed.unwrap_or(1337)),
         }
     }
@@ -212,9 +243,23 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
 
     let snr_gamma = settings.snr_gamma.unwrap_or_default();
     ensure!(
-        snr_gamma.is_finite() && snr_gamma >= 0.0,
-        "--snr-gamma {snr_gamma} is invalid: use a positive value, or 0 for equal weights"
+        // Classified by bits: libtorch may treat subnormal numbers as zero.
+        match snr_gamma.classify() {
+            std::num::FpCategory::Zero => true,
+            std::num::FpCategory::Normal => snr_gamma > 0.0 && (snr_gamma as f32).is_normal(),
+            _ => false,
+        },
+        "--snr-gamma {snr_gamma} is invalid: use a positive value of at least {:e} (the \
+         weights are f32), or 0 for equal weights",
+        f32::MIN_POSITIVE
     );
+
+    let label_dropout = settings.label_dropout.unwrap_or_default();
+    ensure!(
+        (0.0..=1.0).contains(&label_dropout),
+        "--label-dropout {label_dropout} is invalid: use a value in [0, 1]"
+    );
+    let conditional = settings.conditioning == Some(ConditioningArg::Class);
 
     let scheduler = settings.scheduler_config();
     let config = if args.resume {
@@ -237,17 +282,23 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
         );
         ensure!(
             config.num_class_embeds.is_none(),
-            "{} sets num_class_embeds: class-conditional training is not supported, \
-             remove the key",
+            "{} sets num_class_embeds: remove the key, and train on the digits' labels \
+             with --conditioning class",
             path.display()
         );
         Config {
             sample_size: Some(SampleSize::Square(32)),
+            num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
             ..config
         }
     } else {
-        Config::mnist()
+        Config {
+            num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
+            ..Config::mnist()
+        }
     };
+    // A resumed run is conditional if its U-Net is.
+    let conditional = config.num_class_embeds.is_some();
     // The weights, their moving average, the gradients and AdamW's two
     // moments: five f32 copies.
     let needed = config.num_parameters().saturating_mul(5);
@@ -265,13 +316,18 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
     let (images, eval) = diffusion::train::mnist()?;
     eprintln!(
         "data: {} training and {} held-out MNIST digits at 32 x 32; model: U-Net of \
-         {:?} channels, {} residual block(s) per level, {:.2}M parameters; {} betas, \
+         {:?} channels, {} residual block(s) per level, {:.2}M parameters{}; {} betas, \
          {} prediction{}",
-        images.size()[0],
-        eval.size()[0],
+        images.images.size()[0],
+        eval.images.size()[0],
         config.block_out_channels,
         config.layers_per_block,
         config.num_parameters() as f64 / 1e6,
+        if conditional {
+            format!(", conditioned on the digit ({label_dropout} of labels dropped)")
+        } else {
+            String::new()
+        },
         scheduler.beta_schedule,
         scheduler.prediction_type,
         if snr_gamma > 0.0 {
@@ -287,6 +343,7 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
         batch_size,
         ema_decay,
         snr_gamma: (snr_gamma > 0.0).then_some(snr_gamma),
+        label_dropout,
         seed,
     };
     let mut task = DdpmTask::new(
@@ -319,6 +376,10 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
             steps: DEFAULT_SAMPLE_STEPS,
             eta: 0.0,
             count: args.samples,
+            guidance: conditional.then(|| Guidance {
+                labels: cycle_labels(args.samples, DIGIT_CLASSES),
+                scale: DEFAULT_GUIDANCE,
+            }),
             seed,
         };
         write_samples(&pipeline, &sampling, &path, true)?;
@@ -365,6 +426,15 @@ pub struct SampleArgs {
     /// Number of samples.
     #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     count: i64,
+    /// For a class-conditional pipeline: the class of every sample
+    /// [default: the classes 0, 1, 2, ... in turn].
+    #[arg(long, allow_negative_numbers = true)]
+    class: Option<i64>,
+    /// For a class-conditional pipeline: the classifier-free guidance
+    /// scale, 0 for unconditional samples and 1 for plain conditional ones
+    /// [default: 2].
+    #[arg(long, allow_negative_numbers = true)]
+    guidance_scale: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Classify the samples with a classifier trained on MNIST (about 20 s)
@@ -391,7 +461,14 @@ struct SampleSettings {
     steps: i64,
     eta: f64,
     count: i64,
+    /// The labels and scale for a class-conditional U-Net.
+    guidance: Option<Guidance>,
     seed: u64,
+}
+
+/// The labels `0, 1, ..., classes - 1, 0, 1, ...`, `count` of them.
+fn cycle_labels(count: i64, classes: i64) -> Vec<i64> {
+    (0..count).map(|i| i % classes.max(1)).collect()
 }
 
 fn sample(args: &SampleArgs) -> Result<ExitCode> {
@@ -436,6 +513,44 @@ fn sample(args: &SampleArgs) -> Result<ExitCode> {
     if let Some(spacing) = args.timestep_spacing {
         pipeline.scheduler.timestep_spacing = spacing;
     }
+    let timesteps = pipeline.scheduler.num_train_timesteps;
+    ensure!(
+        (1..=timesteps).contains(&args.steps),
+        "--steps {} is invalid: use 1 to {timesteps}, the number of timesteps the model was \
+         trained with",
+        args.steps
+    );
+    let guidance = match diffusion::train::null_label(pipeline.unet.config()) {
+        None => {
+            ensure!(
+                args.class.is_none() && args.guidance_scale.is_none(),
+                "--class and --guidance-scale apply to a class-conditional U-Net, and {} has \
+                 no num_class_embeds: leave them out",
+                args.model.display()
+            );
+            None
+        }
+        Some(classes) => {
+            let scale = args.guidance_scale.unwrap_or(DEFAULT_GUIDANCE);
+            ensure!(
+                scale.is_finite() && (0.0..=MAX_GUIDANCE).contains(&scale),
+                "--guidance-scale {scale} is invalid: use 0 to {MAX_GUIDANCE}"
+            );
+            let labels = match args.class {
+                Some(class) => {
+                    ensure!(
+                        (0..classes).contains(&class),
+                        "--class {class} is invalid: the U-Net of {} has classes 0 to {}",
+                        args.model.display(),
+                        classes - 1
+                    );
+                    vec![class; args.count as usize]
+                }
+                None => cycle_labels(args.count, classes),
+            };
+            Some(Guidance { labels, scale })
+        }
+    };
     let settings = SampleSettings {
         sampler: match args.sampler {
             SamplerArg::Ddpm => SamplerKind::Ddpm,
@@ -444,6 +559,7 @@ fn sample(args: &SampleArgs) -> Result<ExitCode> {
         steps: args.steps,
         eta: args.eta,
         count: args.count,
+        guidance,
         seed: args.seed,
     };
     write_samples(&pipeline, &settings, &args.out, args.score)?;
@@ -459,25 +575,38 @@ fn write_samples(
     score: bool,
 ) -> Result<()> {
     let started = Instant::now();
-    let images = pipeline.sample(
-        settings.sampler,
-        settings.steps,
-        settings.eta,
-        settings.count,
-        settings.seed,
-    )?;
+    let images = match &settings.guidance {
+        None => pipeline.sample(
+            settings.sampler,
+            settings.steps,
+            settings.eta,
+            settings.count,
+            settings.seed,
+        )?,
+        Some(guidance) => pipeline.sample_guided(
+            settings.sampler,
+            settings.steps,
+            settings.eta,
+            guidance,
+            settings.seed,
+        )?,
+    };
     let seconds = started.elapsed().as_secs_f64();
     let columns = (settings.count as f64).sqrt().ceil() as i64;
     let grid = common::image::grid(&images, columns, 2)?;
     common::image::save(path, &grid)?;
     eprintln!(
-        "wrote {} sample(s) ({}, {} steps, seed {}) to {} in {seconds:.1} s",
+        "wrote {} sample(s) ({}, {} steps{}, seed {}) to {} in {seconds:.1} s",
         settings.count,
         match settings.sampler {
             SamplerKind::Ddpm => "ancestral DDPM",
             SamplerKind::Ddim => "DDIM",
         },
         settings.steps,
+        match &settings.guidance {
+            Some(guidance) => format!(", guidance scale {}", guidance.scale),
+            None => String::new(),
+        },
         settings.seed,
         path.display()
     );
@@ -492,7 +621,7 @@ fn write_samples(
         let (digits, _) = common::mnist::load(0.1)?;
         let classifier = DigitClassifier::train(&digits, CLASSIFIER_STEPS, CLASSIFIER_SEED)?;
         let score = classifier.score(&images, CONFIDENCE)?;
-        let text = format!(
+        let mut text = format!(
             "{} of {} samples ({:.1}%) are digits with confidence above {CONFIDENCE}; \
              per digit: {:?}\n",
             score.confident,
@@ -500,6 +629,20 @@ fn write_samples(
             100.0 * score.fraction(),
             score.per_digit
         );
+        if let Some(guidance) = &settings.guidance {
+            let digits = classifier.confident_digits(&images, CONFIDENCE)?;
+            let matching = digits
+                .iter()
+                .zip(&guidance.labels)
+                .filter(|(digit, &label)| **digit == Some(label))
+                .count();
+            text.push_str(&format!(
+                "{matching} of {} samples ({:.1}%) are confidently the digit they were \
+                 conditioned on\n",
+                score.total,
+                100.0 * matching as f64 / score.total.max(1) as f64
+            ));
+        }
         crate::write_output(&mut std::io::stdout().lock(), &text)?;
     }
     Ok(())

@@ -133,6 +133,22 @@ fn train_resume_and_sample() {
     assert!(!unknown.exists());
     let missing = sample(&dir.path().join("nowhere"), &other, &[]);
     assert_error(&missing, &["config.json not found"]);
+
+    // Errors in a pipeline's files name the file.
+    let scheduler = out.join("scheduler/scheduler_config.json");
+    let text = std::fs::read_to_string(&scheduler).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["beta_schedule"] = serde_json::json!("linear");
+    value["beta_end"] = serde_json::json!(-0.5);
+    std::fs::write(&scheduler, value.to_string()).unwrap();
+    let output = sample(&out, &other, &["--steps", "2"]);
+    assert_error(&output, &["scheduler_config.json", "-0.5"]);
+    std::fs::write(&scheduler, text).unwrap();
+    std::fs::remove_file(out.join("unet/config.json")).unwrap();
+    let output = sample(&out, &other, &["--steps", "2"]);
+    let unet_config = Path::new("unet").join("config.json");
+    assert_error(&output, &[&unet_config.display().to_string(), "not found"]);
+    assert!(!other.exists());
 }
 
 #[test]
@@ -143,6 +159,8 @@ fn bad_training_options_are_rejected() {
         ("--ema-decay", "1", "--ema-decay 1"),
         ("--lr", "-1", "learning rate -1"),
         ("--snr-gamma", "-1", "--snr-gamma -1"),
+        ("--snr-gamma", "1e-320", "at least"),
+        ("--label-dropout", "1.5", "--label-dropout 1.5"),
     ] {
         let output = train(&out, "2", &[flag, value]);
         assert_error(&output, &[expected]);
@@ -218,4 +236,71 @@ fn unet_config_option_trains_another_u_net() {
     let missing = dir.path().join("missing.json");
     let output = train(&other, "2", &["--unet-config", missing.to_str().unwrap()]);
     assert_error(&output, &["missing.json"]);
+}
+
+#[test]
+fn class_conditional_run_samples_with_guidance() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let small = r#"{
+        "sample_size": 32, "in_channels": 1, "out_channels": 1,
+        "block_out_channels": [8, 16],
+        "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+        "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+        "layers_per_block": 1, "norm_num_groups": 4
+    }"#;
+    std::fs::write(&config, small).unwrap();
+    let out = dir.path().join("run");
+    let config = config.to_str().unwrap();
+    let trained = train(
+        &out,
+        "2",
+        &["--unet-config", config, "--conditioning", "class"],
+    );
+    assert_success(&trained);
+    assert!(
+        stderr(&trained).contains("conditioned on the digit"),
+        "{}",
+        stderr(&trained)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("unet/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["num_class_embeds"], 11);
+    let resumed = train(&out, "3", &["--resume"]);
+    assert_success(&resumed);
+
+    let grid = dir.path().join("sevens.png");
+    let extra = ["--steps", "2", "--count", "2", "--class", "7"];
+    let sampled = sample(
+        &out,
+        &grid,
+        &[&extra[..], &["--guidance-scale", "3"]].concat(),
+    );
+    assert_success(&sampled);
+    assert!(
+        stderr(&sampled).contains("guidance scale 3"),
+        "{}",
+        stderr(&sampled)
+    );
+    assert!(grid.is_file());
+    let other = dir.path().join("other.png");
+    for (flag, value, expected) in [
+        ("--class", "10", "--class 10"),
+        ("--class", "-1", "--class -1"),
+        ("--guidance-scale", "-2", "--guidance-scale -2"),
+        ("--guidance-scale", "NaN", "--guidance-scale NaN"),
+    ] {
+        let output = sample(&out, &other, &["--steps", "2", flag, value]);
+        assert_error(&output, &[expected]);
+        assert!(!other.exists());
+    }
+
+    let plain = dir.path().join("plain");
+    assert_success(&train(&plain, "2", &["--unet-config", config]));
+    for flag in [["--class", "1"], ["--guidance-scale", "2"]] {
+        let output = sample(&plain, &other, &[&["--steps", "2"][..], &flag[..]].concat());
+        assert_error(&output, &[flag[0], "no num_class_embeds"]);
+        assert!(!other.exists());
+    }
 }

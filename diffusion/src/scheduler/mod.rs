@@ -264,7 +264,13 @@ impl SchedulerConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, "scheduler config", e.to_string()))?;
-        SchedulerConfig::try_from(value).map_err(|e| match e {
+        // Building the noise schedule checks the betas and the number of
+        // timesteps, so that their errors name the file too.
+        let config = SchedulerConfig::try_from(value).and_then(|config| {
+            config.noise_schedule()?;
+            Ok(config)
+        });
+        config.map_err(|e| match e {
             Error::Unsupported(message) => {
                 Error::Unsupported(format!("{}: {message}", path.display()))
             }
