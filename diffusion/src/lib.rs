@@ -5,7 +5,9 @@
 //! Training corrupts data `x_0` with Gaussian noise at a random timestep,
 //! `x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`, and teaches the U-Net to
 //! predict `eps` (epsilon prediction). Sampling starts from pure noise and
-//! applies the scheduler's reverse steps.
+//! applies the scheduler's reverse steps. A U-Net with class embeddings
+//! trains with a null label as well ([`train`]) and samples with
+//! classifier-free guidance ([`pipeline::Guidance`]).
 //!
 //! A U-Net directory is a diffusers model directory: `config.json` and
 //! `diffusion_pytorch_model.safetensors` with diffusers' tensor names.

@@ -177,10 +177,17 @@ impl Pipeline {
                 return self.unet.forward(sample, timestep, false);
             };
             let labels = Tensor::from_slice(&guidance.labels).to_device(device);
+            // Scales 1 and 0 need only one of the two predictions.
             if guidance.scale == 1.0 {
                 return self
                     .unet
                     .forward_with_labels(sample, timestep, Some(&labels), false);
+            }
+            if guidance.scale == 0.0 {
+                let null_labels = labels.full_like(null);
+                return self
+                    .unet
+                    .forward_with_labels(sample, timestep, Some(&null_labels), false);
             }
             let both = Tensor::cat(&[sample, sample], 0);
             let labels = Tensor::cat(&[labels.shallow_clone(), labels.full_like(null)], 0);

@@ -79,8 +79,8 @@ pub struct TrainArgs {
     #[arg(long)]
     checkpoint_every: Option<u64>,
     /// Samples drawn and scored at the end (ancestral DDPM sampling, 100
-    /// steps); 0 skips it.
-    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    /// steps, guidance scale 2 for a class-conditional U-Net); 0 skips it.
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     samples: i64,
     /// Intra-op threads (default: libtorch's choice, every core).
     #[arg(long, allow_negative_numbers = true)]
@@ -124,8 +124,8 @@ struct SettingArgs {
     /// What the U-Net predicts [default: epsilon].
     #[arg(long, value_enum)]
     prediction: Option<PredictionArg>,
-    /// Train unconditionally, or on the digits' labels for classifier-free
-    /// guidance [default: none].
+    /// Train on the digits' labels for classifier-free guidance, or
+    /// unconditionally [default: class].
     #[arg(long, value_enum)]
     conditioning: Option<ConditioningArg>,
     /// With --conditioning class: the fraction of labels replaced by the
@@ -182,7 +182,7 @@ impl SettingArgs {
             snr_gamma: Some(self.snr_gamma.unwrap_or(5.0)),
             beta_schedule: Some(self.beta_schedule.unwrap_or(BetaArg::Cosine)),
             prediction: Some(self.prediction.unwrap_or(PredictionArg::Epsilon)),
-            conditioning: Some(self.conditioning.unwrap_or(ConditioningArg::None)),
+            conditioning: Some(self.conditioning.unwrap_or(ConditioningArg::Class)),
             label_dropout: Some(self.label_dropout.unwrap_or(0.1)),
             seed: Some(self.seed.unwrap_or(1337)),
         }
@@ -592,7 +592,13 @@ fn write_samples(
         )?,
     };
     let seconds = started.elapsed().as_secs_f64();
-    let columns = (settings.count as f64).sqrt().ceil() as i64;
+    // Guided samples cycle through the classes: one column per class.
+    let columns = match &settings.guidance {
+        Some(guidance) if guidance.labels.iter().any(|&l| l != guidance.labels[0]) => {
+            guidance.labels.iter().max().map_or(1, |&l| l + 1)
+        }
+        _ => (settings.count as f64).sqrt().ceil() as i64,
+    };
     let grid = common::image::grid(&images, columns, 2)?;
     common::image::save(path, &grid)?;
     eprintln!(

@@ -90,8 +90,9 @@ fn train_resume_and_sample() {
     );
     assert_success(&sampled);
     let image = image::open(&grid).unwrap();
-    // Two columns of 32-pixel samples with 2 pixels of padding around each.
-    assert_eq!((image.width(), image.height()), (70, 70));
+    // The default run is class-conditional: the samples of digits 0 to 3 in
+    // one row of 32-pixel samples, with 2 pixels of padding around each.
+    assert_eq!((image.width(), image.height()), (138, 36));
     let ddim = dir.path().join("ddim.png");
     let sampled = sample(
         &out,
@@ -297,7 +298,8 @@ fn class_conditional_run_samples_with_guidance() {
     }
 
     let plain = dir.path().join("plain");
-    assert_success(&train(&plain, "2", &["--unet-config", config]));
+    let unconditional = ["--unet-config", config, "--conditioning", "none"];
+    assert_success(&train(&plain, "2", &unconditional));
     for flag in [["--class", "1"], ["--guidance-scale", "2"]] {
         let output = sample(&plain, &other, &[&["--steps", "2"][..], &flag[..]].concat());
         assert_error(&output, &[flag[0], "no num_class_embeds"]);
