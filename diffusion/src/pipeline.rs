@@ -107,6 +107,15 @@ impl Pipeline {
 
     /// [`Pipeline::sample`] for a class-conditional U-Net, one sample per
     /// label of `guidance`.
+    ///
+    /// ```no_run
+    /// use diffusion::pipeline::{Guidance, Pipeline, SamplerKind};
+    /// let pipeline = Pipeline::load(std::path::Path::new("runs/ddpm-mnist"), tch::Device::Cpu)?;
+    /// let guidance = Guidance { labels: vec![7; 16], scale: 2.0 };
+    /// // 16 sevens from 100 ancestral steps, (16, 1, 32, 32) in [0, 1].
+    /// let sevens = pipeline.sample_guided(SamplerKind::Ddpm, 100, 0.0, &guidance, 0)?;
+    /// # Ok::<(), common::Error>(())
+    /// ```
     pub fn sample_guided(
         &self,
         sampler: SamplerKind,

@@ -21,10 +21,10 @@
 //! loss stays the unweighted mean squared error.
 //!
 //! A U-Net with `num_class_embeds` trains class-conditionally for
-//! classifier-free guidance (Ho and Salimans, 2022): its last class
-//! embedding is the null label, and [`DdpmSettings::label_dropout`] of the
-//! training labels are replaced by it, so that one network learns both the
-//! conditional and the unconditional prediction.
+//! classifier-free guidance (Ho and Salimans, 2022). Its last class
+//! embedding is the null label, which replaces a fraction
+//! [`DdpmSettings::label_dropout`] of the training labels. One network so
+//! learns both the conditional and the unconditional prediction.
 
 use crate::pipeline::Pipeline;
 use crate::schedule::{NoiseSchedule, Prediction};
@@ -55,7 +55,8 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
-    /// The first `n` images (all of them if there are fewer).
+    /// Returns the first `n` images and labels (all of them if there are
+    /// fewer).
     pub fn head(&self, n: i64) -> Self {
         let n = n.min(self.images.size()[0]);
         Self {
@@ -79,9 +80,9 @@ pub fn mnist() -> Result<(ImageSet, ImageSet)> {
     Ok((scale(train)?, scale(eval)?))
 }
 
-/// The null label of a class-conditional U-Net: its last class embedding,
-/// which stands for "no class" in classifier-free guidance. `None` for an
-/// unconditional U-Net.
+/// Returns the null label of a class-conditional U-Net, the index of its
+/// last class embedding, which means "no class" in classifier-free
+/// guidance. Returns `None` for an unconditional U-Net.
 pub fn null_label(config: &Config) -> Option<i64> {
     config.num_class_embeds.map(|n| n - 1)
 }
@@ -236,25 +237,26 @@ impl DdpmTask {
         &self.ema
     }
 
-    /// Returns the mean squared error of `model` on `x_0` at `timesteps`
-    /// with `noise`, each image's error multiplied by its entry of
-    /// `weights` `(n)` when given. `labels` go to a class-conditional
-    /// U-Net.
+    /// Returns the mean squared error of `model` on `problem`, each image's
+    /// error multiplied by its entry of `weights` `(n)` when given.
     fn loss(
         &self,
         model: &UNet2DModel,
-        original: &Tensor,
-        timesteps: &Tensor,
-        labels: Option<&Tensor>,
-        noise: &Tensor,
+        problem: &Problem,
         weights: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
+        let Problem {
+            original,
+            timesteps,
+            labels,
+            noise,
+        } = problem;
         let noisy = self.schedule.add_noise(original, noise, timesteps)?;
         let target = self
             .schedule
             .target(self.prediction, original, noise, timesteps)?;
-        let output = model.forward_with_labels(&noisy, timesteps, labels, train)?;
+        let output = model.forward_with_labels(&noisy, timesteps, labels.as_ref(), train)?;
         let Some(weights) = weights else {
             return Ok(output.mse_loss(&target, tch::Reduction::Mean));
         };
@@ -283,6 +285,16 @@ impl DdpmTask {
             Tensor::from_slice(&weights).to_device(self.images.device()),
         ))
     }
+}
+
+/// Images `x_0` `(n, channels, height, width)` to denoise at `timesteps`
+/// `(n)` with `noise` like the images, and the labels `(n)` of a
+/// class-conditional U-Net.
+struct Problem {
+    original: Tensor,
+    timesteps: Tensor,
+    labels: Option<Tensor>,
+    noise: Tensor,
 }
 
 /// Returns the labels of a set for a U-Net whose null label is `null`,
@@ -346,15 +358,13 @@ impl Task for DdpmTask {
         // The training loop seeds libtorch's generator per step, so the noise
         // of a resumed run equals that of an uninterrupted one.
         let noise = batch.randn_like();
-        self.loss(
-            &self.unet,
-            &batch,
-            &timesteps,
-            labels.as_ref(),
-            &noise,
-            weights.as_ref(),
-            true,
-        )
+        let problem = Problem {
+            original: batch,
+            timesteps,
+            labels,
+            noise,
+        };
+        self.loss(&self.unet, &problem, weights.as_ref(), true)
     }
 
     fn after_step(&mut self, step: u64) -> Result<()> {
@@ -374,18 +384,16 @@ impl Task for DdpmTask {
         tch::no_grad(|| -> Result<()> {
             for start in (0..n).step_by(chunk as usize) {
                 let len = chunk.min(n - start);
-                let loss = self.loss(
-                    &self.ema,
-                    &self.eval.narrow(0, start, len),
-                    &self.eval_timesteps.narrow(0, start, len),
-                    self.labels
+                let problem = Problem {
+                    original: self.eval.narrow(0, start, len),
+                    timesteps: self.eval_timesteps.narrow(0, start, len),
+                    labels: self
+                        .labels
                         .as_ref()
-                        .map(|(_, eval, _)| eval.narrow(0, start, len))
-                        .as_ref(),
-                    &self.eval_noise.narrow(0, start, len),
-                    None,
-                    false,
-                )?;
+                        .map(|(_, eval, _)| eval.narrow(0, start, len)),
+                    noise: self.eval_noise.narrow(0, start, len),
+                };
+                let loss = self.loss(&self.ema, &problem, None, false)?;
                 total += loss.f_double_value(&[])? * len as f64;
             }
             Ok(())

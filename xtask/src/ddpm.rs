@@ -33,7 +33,7 @@ const DEFAULT_SAMPLE_STEPS: i64 = 100;
 /// ddpm` for a class-conditional pipeline.
 const DEFAULT_GUIDANCE: f64 = 2.0;
 
-/// The digit classes of MNIST; a class-conditional U-Net has one more class
+/// The digit classes of MNIST. A class-conditional U-Net has one more class
 /// embedding, the null label of classifier-free guidance.
 const DIGIT_CLASSES: i64 = 10;
 
@@ -466,7 +466,8 @@ struct SampleSettings {
     seed: u64,
 }
 
-/// The labels `0, 1, ..., classes - 1, 0, 1, ...`, `count` of them.
+/// Returns `count` labels that cycle through the classes: `0, 1, ...,
+/// classes - 1, 0, 1, ...`.
 fn cycle_labels(count: i64, classes: i64) -> Vec<i64> {
     (0..count).map(|i| i % classes.max(1)).collect()
 }
