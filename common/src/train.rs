@@ -439,6 +439,23 @@ fn read_state(path: &Path, vs: &mut VarStore, optimizer: &mut AdamW) -> Result<S
         var.f_copy_(&saved.f_to_kind(var.kind())?)?;
     }
     optimizer.load_state(&mut tensors, metadata.step as i64, path)?;
+    // A tensor left over belongs to a layer the model no longer has: its
+    // config was changed after the checkpoint was written.
+    let mut extra: Vec<&String> = tensors.keys().collect();
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(Error::format(
+            path,
+            "training state",
+            format!(
+                "it contains {} tensor(s) that the model does not have, such as {}: the \
+                 model's config no longer matches the checkpoint, so restore the config of \
+                 the run or start a new one",
+                extra.len(),
+                extra[0]
+            ),
+        ));
+    }
     Ok(metadata)
 }
 

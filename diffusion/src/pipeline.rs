@@ -131,6 +131,13 @@ impl Pipeline {
                     .into(),
             ));
         };
+        if null < 1 {
+            return Err(Error::InvalidInput(format!(
+                "this U-Net has num_class_embeds {}, which leaves no class besides the null \
+                 label of guidance",
+                null + 1
+            )));
+        }
         if !(guidance.scale.is_finite() && guidance.scale >= 0.0) {
             return Err(Error::InvalidInput(format!(
                 "guidance scale {} is invalid: use 0 (unconditional), 1 (conditional) or \

@@ -120,7 +120,7 @@ pub struct DdpmSettings {
     /// weighs every timestep equally, as Ho et al. do.
     pub snr_gamma: Option<f64>,
     /// The fraction of training labels replaced by the null label, in
-    /// `[0, 1]`, for a class-conditional U-Net (0.1 in Ho and Salimans);
+    /// `[0, 1)`, for a class-conditional U-Net (0.1 in Ho and Salimans);
     /// ignored without class embeddings.
     pub label_dropout: f64,
     pub seed: u64,
@@ -157,9 +157,9 @@ impl DdpmTask {
                 settings.batch_size
             )));
         }
-        if !(0.0..=1.0).contains(&settings.label_dropout) {
+        if !(0.0..1.0).contains(&settings.label_dropout) {
             return Err(Error::InvalidInput(format!(
-                "label dropout {} is out of range: it must be in [0, 1]",
+                "label dropout {} is out of range: it must be in [0, 1)",
                 settings.label_dropout
             )));
         }
@@ -175,6 +175,13 @@ impl DdpmTask {
         }
         let labels = match null_label(config) {
             None => None,
+            Some(null) if null < 1 => {
+                return Err(Error::InvalidInput(format!(
+                    "num_class_embeds {} leaves no class besides the null label: use at \
+                     least 2",
+                    null + 1
+                )))
+            }
             Some(null) => {
                 let train_labels = check_labels("training", &train, null)?;
                 let eval_labels = check_labels("held-out", &eval, null)?;

@@ -208,8 +208,20 @@ impl SettingArgs {
 pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
     crate::set_threads(args.threads)?;
     let out = &args.out;
-    let settings =
-        crate::train::run_settings(out, args.resume, &args.settings, SettingArgs::with_defaults)?;
+    let defaults = |settings: &SettingArgs| {
+        // A settings file without `conditioning` predates class conditioning,
+        // so its run is unconditional.
+        let conditioning = match (args.resume, settings.conditioning) {
+            (true, None) => Some(ConditioningArg::None),
+            (_, given) => given,
+        };
+        SettingArgs {
+            conditioning,
+            ..settings.clone()
+        }
+        .with_defaults()
+    };
+    let settings = crate::train::run_settings(out, args.resume, &args.settings, defaults)?;
     // Every field is Some after `with_defaults`.
     let batch_size = settings.batch_size.unwrap_or_default();
     let seed = settings.seed.unwrap_or_default();
@@ -254,12 +266,18 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
         f32::MIN_POSITIVE
     );
 
+    let conditional = settings.conditioning == Some(ConditioningArg::Class);
     let label_dropout = settings.label_dropout.unwrap_or_default();
     ensure!(
-        (0.0..=1.0).contains(&label_dropout),
-        "--label-dropout {label_dropout} is invalid: use a value in [0, 1]"
+        (0.0..1.0).contains(&label_dropout),
+        "--label-dropout {label_dropout} is invalid: use a value in [0, 1), since 1 would \
+         drop every label and leave the class embeddings untrained"
     );
-    let conditional = settings.conditioning == Some(ConditioningArg::Class);
+    ensure!(
+        conditional || args.settings.label_dropout.is_none(),
+        "--label-dropout applies to --conditioning class only: leave it out for an \
+         unconditional run"
+    );
 
     let scheduler = settings.scheduler_config();
     let config = if args.resume {
@@ -280,12 +298,16 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
             path.display(),
             config.sample_size
         );
-        ensure!(
-            config.num_class_embeds.is_none(),
-            "{} sets num_class_embeds: remove the key, and train on the digits' labels \
-             with --conditioning class",
-            path.display()
-        );
+        if let Some(classes) = config.num_class_embeds {
+            ensure!(
+                conditional && classes == DIGIT_CLASSES + 1,
+                "{} sets num_class_embeds {classes}: remove the key, since --conditioning \
+                 class adds the {} class embeddings of the digits and the null label, and \
+                 --conditioning none has none",
+                path.display(),
+                DIGIT_CLASSES + 1
+            );
+        }
         Config {
             sample_size: Some(SampleSize::Square(32)),
             num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
@@ -297,8 +319,14 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
             ..Config::mnist()
         }
     };
-    // A resumed run is conditional if its U-Net is.
-    let conditional = config.num_class_embeds.is_some();
+    ensure!(
+        config.num_class_embeds.is_some() == conditional,
+        "{} records --conditioning {}, but the U-Net's config.json {} num_class_embeds: \
+         the run's files do not match, so restore them or start a new run",
+        out.join(crate::train::SETTINGS_FILE).display(),
+        if conditional { "class" } else { "none" },
+        if conditional { "has no" } else { "sets" }
+    );
     // The weights, their moving average, the gradients and AdamW's two
     // moments: five f32 copies.
     let needed = config.num_parameters().saturating_mul(5);
@@ -324,7 +352,10 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
         config.layers_per_block,
         config.num_parameters() as f64 / 1e6,
         if conditional {
-            format!(", conditioned on the digit ({label_dropout} of labels dropped)")
+            format!(
+                ", conditioned on the digit ({:.1}% of labels dropped)",
+                label_dropout * 100.0
+            )
         } else {
             String::new()
         },
@@ -532,6 +563,13 @@ fn sample(args: &SampleArgs) -> Result<ExitCode> {
             None
         }
         Some(classes) => {
+            ensure!(
+                classes >= 1,
+                "the U-Net of {} has num_class_embeds {}, which leaves no class besides the \
+                 null label of guidance",
+                args.model.display(),
+                classes + 1
+            );
             let scale = args.guidance_scale.unwrap_or(DEFAULT_GUIDANCE);
             ensure!(
                 scale.is_finite() && (0.0..=MAX_GUIDANCE).contains(&scale),
@@ -575,6 +613,17 @@ fn write_samples(
     path: &Path,
     score: bool,
 ) -> Result<()> {
+    if score {
+        let config = pipeline.unet.config();
+        let size = config.sample_size.map(|s| s.height_width());
+        ensure!(
+            config.in_channels == 1 && size == Some((32, 32)),
+            "--score needs 32 x 32 single-channel samples of digits, and this U-Net has {} \
+             channel(s) and sample_size {:?}: leave --score out",
+            config.in_channels,
+            size
+        );
+    }
     let started = Instant::now();
     let images = match &settings.guidance {
         None => pipeline.sample(
@@ -618,12 +667,6 @@ fn write_samples(
         path.display()
     );
     if score {
-        let size = images.size();
-        ensure!(
-            size[1] == 1 && size[2] == 32 && size[3] == 32,
-            "--score needs 32 x 32 single-channel samples of digits, not {:?}",
-            &size[1..]
-        );
         eprintln!("training the digit classifier on MNIST...");
         let (digits, _) = common::mnist::load(0.1)?;
         let classifier = DigitClassifier::train(&digits, CLASSIFIER_STEPS, CLASSIFIER_SEED)?;

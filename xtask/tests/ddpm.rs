@@ -162,6 +162,7 @@ fn bad_training_options_are_rejected() {
         ("--snr-gamma", "-1", "--snr-gamma -1"),
         ("--snr-gamma", "1e-320", "at least"),
         ("--label-dropout", "1.5", "--label-dropout 1.5"),
+        ("--label-dropout", "1", "[0, 1)"),
     ] {
         let output = train(&out, "2", &[flag, value]);
         assert_error(&output, &[expected]);
@@ -178,18 +179,20 @@ fn bad_training_options_are_rejected() {
     assert_error(&train(&file, "2", &[]), &["is a file"]);
 }
 
+/// A two-level U-Net config for runs of a few steps.
+const SMALL_UNET: &str = r#"{
+    "sample_size": 32, "in_channels": 1, "out_channels": 1,
+    "block_out_channels": [8, 16],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 1, "norm_num_groups": 4
+}"#;
+
 #[test]
 fn unet_config_option_trains_another_u_net() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
-    let small = r#"{
-        "sample_size": 32, "in_channels": 1, "out_channels": 1,
-        "block_out_channels": [8, 16],
-        "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-        "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-        "layers_per_block": 1, "norm_num_groups": 4
-    }"#;
-    std::fs::write(&config, small).unwrap();
+    std::fs::write(&config, SMALL_UNET).unwrap();
     let out = dir.path().join("run");
     let trained = train(&out, "2", &["--unet-config", config.to_str().unwrap()]);
     assert_success(&trained);
@@ -207,7 +210,7 @@ fn unet_config_option_trains_another_u_net() {
     let rgb = dir.path().join("rgb.json");
     std::fs::write(
         &rgb,
-        small.replace("\"in_channels\": 1", "\"in_channels\": 3"),
+        SMALL_UNET.replace("\"in_channels\": 1", "\"in_channels\": 3"),
     )
     .unwrap();
     let other = dir.path().join("other");
@@ -219,7 +222,7 @@ fn unet_config_option_trains_another_u_net() {
         ("num_class_embeds", "10", "num_class_embeds"),
     ] {
         let path = dir.path().join(format!("{key}.json"));
-        let text = small.replace("\"sample_size\": 32", &format!("\"{key}\": {value}"));
+        let text = SMALL_UNET.replace("\"sample_size\": 32", &format!("\"{key}\": {value}"));
         std::fs::write(&path, text).unwrap();
         let output = train(&other, "2", &["--unet-config", path.to_str().unwrap()]);
         assert_error(&output, &[expected]);
@@ -227,7 +230,7 @@ fn unet_config_option_trains_another_u_net() {
     }
     // About 50G parameters: refused before anything is allocated.
     let huge = dir.path().join("huge.json");
-    let text = small
+    let text = SMALL_UNET
         .replace("[8, 16]", "[32768, 32768]")
         .replace("\"norm_num_groups\": 4", "\"norm_num_groups\": 32");
     std::fs::write(&huge, text).unwrap();
@@ -243,14 +246,7 @@ fn unet_config_option_trains_another_u_net() {
 fn class_conditional_run_samples_with_guidance() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
-    let small = r#"{
-        "sample_size": 32, "in_channels": 1, "out_channels": 1,
-        "block_out_channels": [8, 16],
-        "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-        "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-        "layers_per_block": 1, "norm_num_groups": 4
-    }"#;
-    std::fs::write(&config, small).unwrap();
+    std::fs::write(&config, SMALL_UNET).unwrap();
     let out = dir.path().join("run");
     let config = config.to_str().unwrap();
     let trained = train(
@@ -270,6 +266,25 @@ fn class_conditional_run_samples_with_guidance() {
     assert_eq!(saved["num_class_embeds"], 11);
     let resumed = train(&out, "3", &["--resume"]);
     assert_success(&resumed);
+
+    // A config edited after the checkpoint was written is an error on resume.
+    let config_path = out.join("unet/config.json");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    for (key, expected) in [
+        ("num_class_embeds", "records --conditioning class"),
+        ("add_attention", "tensor(s) that the model does not have"),
+    ] {
+        let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+        edited[key] = if key == "add_attention" {
+            serde_json::json!(false)
+        } else {
+            serde_json::Value::Null
+        };
+        std::fs::write(&config_path, edited.to_string()).unwrap();
+        let output = train(&out, "4", &["--resume"]);
+        assert_error(&output, &[expected]);
+    }
+    std::fs::write(&config_path, original).unwrap();
 
     let grid = dir.path().join("sevens.png");
     let extra = ["--steps", "2", "--count", "2", "--class", "7"];
@@ -299,7 +314,24 @@ fn class_conditional_run_samples_with_guidance() {
 
     let plain = dir.path().join("plain");
     let unconditional = ["--unet-config", config, "--conditioning", "none"];
+    let dropout = [&unconditional[..], &["--label-dropout", "0.2"]].concat();
+    let output = train(&plain, "2", &dropout);
+    assert_error(
+        &output,
+        &["--label-dropout applies to --conditioning class only"],
+    );
+    assert!(!plain.exists());
     assert_success(&train(&plain, "2", &unconditional));
+
+    // A settings file written before class conditioning resumes unconditionally.
+    let settings_path = plain.join("train-settings.json");
+    let text = std::fs::read_to_string(&settings_path).unwrap();
+    let mut settings: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let fields = settings.as_object_mut().unwrap();
+    fields.remove("conditioning");
+    fields.remove("label_dropout");
+    std::fs::write(&settings_path, settings.to_string()).unwrap();
+    assert_success(&train(&plain, "3", &["--resume", "--conditioning", "none"]));
     for flag in [["--class", "1"], ["--guidance-scale", "2"]] {
         let output = sample(&plain, &other, &[&["--steps", "2"][..], &flag[..]].concat());
         assert_error(&output, &[flag[0], "no num_class_embeds"]);
