@@ -280,53 +280,7 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
     );
 
     let scheduler = settings.scheduler_config();
-    let config = if args.resume {
-        Config::from_file(&out.join("unet").join(diffusion::CONFIG_FILE))
-            .with_context(|| format!("failed to resume from {}", out.display()))?
-    } else if let Some(path) = &args.unet_config {
-        let config = Config::from_file(path)?;
-        ensure!(
-            config.in_channels == 1 && config.out_channels == 1,
-            "{} has {} input and {} output channels: MNIST digits need 1 and 1",
-            path.display(),
-            config.in_channels,
-            config.out_channels
-        );
-        ensure!(
-            matches!(config.sample_size, None | Some(SampleSize::Square(32))),
-            "{} has sample_size {:?}: the padded MNIST digits are 32 x 32, so use 32",
-            path.display(),
-            config.sample_size
-        );
-        if let Some(classes) = config.num_class_embeds {
-            ensure!(
-                conditional && classes == DIGIT_CLASSES + 1,
-                "{} sets num_class_embeds {classes}: remove the key, since --conditioning \
-                 class adds the {} class embeddings of the digits and the null label, and \
-                 --conditioning none has none",
-                path.display(),
-                DIGIT_CLASSES + 1
-            );
-        }
-        Config {
-            sample_size: Some(SampleSize::Square(32)),
-            num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
-            ..config
-        }
-    } else {
-        Config {
-            num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
-            ..Config::mnist()
-        }
-    };
-    ensure!(
-        config.num_class_embeds.is_some() == conditional,
-        "{} records --conditioning {}, but the U-Net's config.json {} num_class_embeds: \
-         the run's files do not match, so restore them or start a new run",
-        out.join(crate::train::SETTINGS_FILE).display(),
-        if conditional { "class" } else { "none" },
-        if conditional { "has no" } else { "sets" }
-    );
+    let config = training_config(args, conditional)?;
     // The weights, their moving average, the gradients and AdamW's two
     // moments: five f32 copies.
     let needed = config.num_parameters().saturating_mul(5);
@@ -416,6 +370,61 @@ pub fn train_ddpm(args: &TrainArgs) -> Result<ExitCode> {
         write_samples(&pipeline, &sampling, &path, true)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Returns the U-Net config of a run: the saved one when resuming, else
+/// `--unet-config` or the MNIST preset, with the class embeddings of the
+/// digits and the null label for a class-conditional run.
+fn training_config(args: &TrainArgs, conditional: bool) -> Result<Config> {
+    let out = &args.out;
+    let config = if args.resume {
+        Config::from_file(&out.join("unet").join(diffusion::CONFIG_FILE))
+            .with_context(|| format!("failed to resume from {}", out.display()))?
+    } else if let Some(path) = &args.unet_config {
+        let config = Config::from_file(path)?;
+        ensure!(
+            config.in_channels == 1 && config.out_channels == 1,
+            "{} has {} input and {} output channels: MNIST digits need 1 and 1",
+            path.display(),
+            config.in_channels,
+            config.out_channels
+        );
+        ensure!(
+            matches!(config.sample_size, None | Some(SampleSize::Square(32))),
+            "{} has sample_size {:?}: the padded MNIST digits are 32 x 32, so use 32",
+            path.display(),
+            config.sample_size
+        );
+        if let Some(classes) = config.num_class_embeds {
+            ensure!(
+                conditional && classes == DIGIT_CLASSES + 1,
+                "{} sets num_class_embeds {classes}: remove the key, since --conditioning \
+                 class adds the {} class embeddings of the digits and the null label, and \
+                 --conditioning none has none",
+                path.display(),
+                DIGIT_CLASSES + 1
+            );
+        }
+        Config {
+            sample_size: Some(SampleSize::Square(32)),
+            num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
+            ..config
+        }
+    } else {
+        Config {
+            num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
+            ..Config::mnist()
+        }
+    };
+    ensure!(
+        config.num_class_embeds.is_some() == conditional,
+        "{} records --conditioning {}, but the U-Net's config.json {} num_class_embeds: \
+         the run's files do not match, so restore them or start a new run",
+        out.join(crate::train::SETTINGS_FILE).display(),
+        if conditional { "class" } else { "none" },
+        if conditional { "has no" } else { "sets" }
+    );
+    Ok(config)
 }
 
 #[derive(Subcommand)]
