@@ -118,10 +118,14 @@ pub enum Bench {
         /// Intra-op threads for both implementations (default: all cores).
         #[arg(long, allow_negative_numbers = true)]
         threads: Option<i32>,
-        /// Timed runs per pass and implementation, after 1 warm-up run; the
-        /// median is reported.
+        /// Timed runs per pass and implementation in each round, after 1
+        /// warm-up run; the median is taken.
         #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
         runs: usize,
+        /// Rounds of Rust then diffusers timings; the median over the rounds
+        /// is reported.
+        #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+        rounds: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -164,8 +168,9 @@ pub fn run(command: Bench) -> Result<ExitCode> {
         Bench::Ddpm {
             threads,
             runs,
+            rounds,
             json,
-        } => ddpm::bench_ddpm(threads, runs, json),
+        } => ddpm::bench_ddpm(threads, runs, rounds, json),
     }
 }
 
@@ -1135,14 +1140,21 @@ mod tests {
 
     #[test]
     fn ddpm_rejects_bad_values() {
-        let err = message(ddpm::bench_ddpm(None, 0, false));
+        let err = message(ddpm::bench_ddpm(None, 0, 1, false));
         assert!(err.contains("--runs 0 is invalid"), "{err}");
-        let err = message(ddpm::bench_ddpm(Some(0), 1, false));
+        for rounds in [0, 21] {
+            let err = message(ddpm::bench_ddpm(None, 1, rounds, false));
+            assert!(
+                err.contains(&format!("--rounds {rounds} is invalid")),
+                "{err}"
+            );
+        }
+        let err = message(ddpm::bench_ddpm(Some(0), 1, 1, false));
         assert!(err.contains("--threads 0 is invalid"), "{err}");
-        let err = message(ddpm::bench_ddpm(Some(-2), 1, true));
+        let err = message(ddpm::bench_ddpm(Some(-2), 1, 1, true));
         assert!(err.contains("--threads -2 is invalid"), "{err}");
         let too_many = crate::MAX_THREADS + 1;
-        let err = message(ddpm::bench_ddpm(Some(too_many), 1, false));
+        let err = message(ddpm::bench_ddpm(Some(too_many), 1, 1, false));
         assert!(
             err.contains(&format!("--threads {too_many} is invalid")),
             "{err}"

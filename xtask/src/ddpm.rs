@@ -471,8 +471,8 @@ pub struct SampleArgs {
     #[arg(long, allow_negative_numbers = true)]
     class: Option<i64>,
     /// For a class-conditional pipeline: the classifier-free guidance
-    /// scale, 0 for unconditional samples and 1 for plain conditional ones
-    /// [default: 2].
+    /// scale, from 0 (unconditional samples) through 1 (plain conditional
+    /// ones) to 100 [default: 2].
     #[arg(long, allow_negative_numbers = true)]
     guidance_scale: Option<f64>,
     #[arg(long, default_value_t = 0)]

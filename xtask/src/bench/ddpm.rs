@@ -2,7 +2,9 @@
 //! 2020) at batch 1 and a 50-step DDIM sample (Song et al., 2021) beside
 //! diffusers' `UNet2DModel` and `DDIMScheduler`.
 
-use super::{largest_difference, run_forward_reference, time_forward, TempDir, WARMUP_RUNS};
+use super::{
+    largest_difference, median, run_forward_reference, time_forward, TempDir, WARMUP_RUNS,
+};
 use anyhow::{ensure, Context, Result};
 use diffusion::scheduler::{DdimScheduler, DdimStepOptions, SchedulerConfig};
 use diffusion::{Config, UNet2DModel};
@@ -122,8 +124,28 @@ fn save_ddim_config(config: &SchedulerConfig, dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub fn bench_ddpm(threads: Option<i32>, runs: usize, json: bool) -> Result<ExitCode> {
+/// Maximum `--rounds` of `bench ddpm`.
+const MAX_ROUNDS: usize = 20;
+
+/// The medians of one round, in milliseconds.
+struct RoundTimings {
+    rust_forward_ms: f64,
+    rust_sample_ms: f64,
+    py_forward_ms: f64,
+    py_sample_ms: f64,
+}
+
+pub fn bench_ddpm(
+    threads: Option<i32>,
+    runs: usize,
+    rounds: usize,
+    json: bool,
+) -> Result<ExitCode> {
     ensure!(runs > 0, "--runs {runs} is invalid: use 1 or more");
+    ensure!(
+        (1..=MAX_ROUNDS).contains(&rounds),
+        "--rounds {rounds} is invalid: use 1 to {MAX_ROUNDS}"
+    );
     let threads = crate::resolve_threads(threads)?;
     tch::set_num_threads(threads);
     let config = Config::ddpm_cifar10_32();
@@ -164,27 +186,42 @@ pub fn bench_ddpm(threads: Option<i32>, runs: usize, json: bool) -> Result<ExitC
         &inputs_file,
     )?;
 
-    let (rust_forward_ms, unet_output) =
-        tch::no_grad(|| time_forward(|| unet.forward(&sample, &timesteps, false), runs))?;
-    let (rust_sample_ms, final_sample) =
-        tch::no_grad(|| time_forward(|| ddim_sample(&unet, &scheduler, &noise), runs))?;
-    drop((unet, vs));
-
-    let (reference, outputs_file) = run_forward_reference(
-        "bench_ddpm.py",
-        threads,
-        &dir,
-        &inputs_file,
-        runs,
-        &["--steps".into(), DDIM_STEPS.to_string()],
-    )?;
-    for (key, expected) in [("steps", DDIM_STEPS), ("parameters", parameters)] {
-        ensure!(
-            reference[key].as_i64() == Some(expected),
-            "reference/bench_ddpm.py reported {key} {}, expected {expected}",
-            reference[key]
-        );
+    // Each round times the Rust passes, then the reference's, so that a
+    // slow period of the machine falls on both sides over the rounds.
+    let mut timings = Vec::with_capacity(rounds);
+    let mut last = None;
+    for _ in 0..rounds {
+        let (rust_forward_ms, unet_output) =
+            tch::no_grad(|| time_forward(|| unet.forward(&sample, &timesteps, false), runs))?;
+        let (rust_sample_ms, final_sample) =
+            tch::no_grad(|| time_forward(|| ddim_sample(&unet, &scheduler, &noise), runs))?;
+        let (reference, outputs_file) = run_forward_reference(
+            "bench_ddpm.py",
+            threads,
+            &dir,
+            &inputs_file,
+            runs,
+            &["--steps".into(), DDIM_STEPS.to_string()],
+        )?;
+        for (key, expected) in [("steps", DDIM_STEPS), ("parameters", parameters)] {
+            ensure!(
+                reference[key].as_i64() == Some(expected),
+                "reference/bench_ddpm.py reported {key} {}, expected {expected}",
+                reference[key]
+            );
+        }
+        let number = |key: &str| reference[key].as_f64().unwrap_or(f64::NAN);
+        timings.push(RoundTimings {
+            rust_forward_ms,
+            rust_sample_ms,
+            py_forward_ms: number("forward_ms"),
+            py_sample_ms: number("sample_ms"),
+        });
+        last = Some((unet_output, final_sample, reference, outputs_file));
     }
+    drop((unet, vs));
+    let (unet_output, final_sample, reference, outputs_file) =
+        last.context("internal error: no benchmark round ran")?;
     let agreement = compare_ddpm_outputs(&unet_output, &final_sample, &outputs_file)?;
     ensure!(
         agreement.agrees(),
@@ -195,8 +232,11 @@ pub fn bench_ddpm(threads: Option<i32>, runs: usize, json: bool) -> Result<ExitC
         agreement.largest_sample_difference
     );
 
-    let number = |key: &str| reference[key].as_f64().unwrap_or(f64::NAN);
-    let (py_forward_ms, py_sample_ms) = (number("forward_ms"), number("sample_ms"));
+    let median_of = |field: fn(&RoundTimings) -> f64| median(timings.iter().map(field).collect());
+    let rust_forward_ms = median_of(|t| t.rust_forward_ms);
+    let rust_sample_ms = median_of(|t| t.rust_sample_ms);
+    let py_forward_ms = median_of(|t| t.py_forward_ms);
+    let py_sample_ms = median_of(|t| t.py_sample_ms);
     let forward_ratio = py_forward_ms / rust_forward_ms;
     let sample_ratio = py_sample_ms / rust_sample_ms;
     let target_met = forward_ratio >= TARGET && sample_ratio >= TARGET;
@@ -206,7 +246,11 @@ pub fn bench_ddpm(threads: Option<i32>, runs: usize, json: bool) -> Result<ExitC
             "model": "google/ddpm-cifar10-32 U-Net, random weights", "parameters": parameters,
             "image_size": [height, width], "batch_size": 1, "ddim_steps": DDIM_STEPS, "eta": 0.0,
             "dtype": "f32", "device": "cpu", "threads": threads, "runs": runs,
-            "warmup_runs": WARMUP_RUNS,
+            "rounds": rounds, "warmup_runs": WARMUP_RUNS,
+            "round_timings_ms": timings.iter().map(|t| serde_json::json!({
+                "rust_forward": t.rust_forward_ms, "rust_sample": t.rust_sample_ms,
+                "reference_forward": t.py_forward_ms, "reference_sample": t.py_sample_ms,
+            })).collect::<Vec<_>>(),
             "rust": {"forward_ms": rust_forward_ms, "sample_ms": rust_sample_ms},
             "reference": reference,
             "forward_ratio": forward_ratio, "sample_ratio": sample_ratio,
@@ -220,8 +264,8 @@ pub fn bench_ddpm(threads: Option<i32>, runs: usize, json: bool) -> Result<ExitC
     }
     println!(
         "google/ddpm-cifar10-32 U-Net (random weights, {parameters} parameters), \
-         {height} x {width}, batch 1, f32, CPU, {threads} threads, median of {runs} after \
-         {WARMUP_RUNS} warm-up run"
+         {height} x {width}, batch 1, f32, CPU, {threads} threads; per round, the median \
+         of {runs} runs after {WARMUP_RUNS} warm-up run; the median of {rounds} round(s)"
     );
     println!("| pass                         | Rust (ms) | diffusers (ms) | ratio |");
     println!("|------------------------------|-----------|----------------|-------|");
@@ -237,6 +281,18 @@ pub fn bench_ddpm(threads: Option<i32>, runs: usize, json: bool) -> Result<ExitC
     ] {
         println!("| {pass:<28} | {rust_ms:>9.1} | {py_ms:>14.1} | {ratio:>5.2} |");
     }
+    let ratios = |rust: fn(&RoundTimings) -> f64, py: fn(&RoundTimings) -> f64| {
+        let ratios: Vec<String> = timings
+            .iter()
+            .map(|t| format!("{:.2}", py(t) / rust(t)))
+            .collect();
+        ratios.join(", ")
+    };
+    println!(
+        "ratio per round (Rust passes first, then diffusers): forward {}; DDIM {}",
+        ratios(|t| t.rust_forward_ms, |t| t.py_forward_ms),
+        ratios(|t| t.rust_sample_ms, |t| t.py_sample_ms)
+    );
     println!(
         "ratio: Rust speed / diffusers speed; target: at least {TARGET:.1} for both passes, {}",
         if target_met { "met" } else { "not met" }
