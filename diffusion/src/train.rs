@@ -120,8 +120,8 @@ pub struct DdpmSettings {
     /// weighs every timestep equally, as Ho et al. do.
     pub snr_gamma: Option<f64>,
     /// The fraction of training labels replaced by the null label, in
-    /// `[0, 1)`, for a class-conditional U-Net (0.1 in Ho and Salimans);
-    /// ignored without class embeddings.
+    /// `[0, 1)`, for a class-conditional U-Net. A U-Net without class
+    /// embeddings ignores it.
     pub label_dropout: f64,
     pub seed: u64,
 }

@@ -96,8 +96,9 @@ fn bare_unet_directory_samples_with_ddpm_defaults() {
     assert_eq!(images.size(), [1, 3, 16, 16]);
 }
 
-/// A small randomly initialised U-Net with ten class embeddings (labels 0
-/// to 8, and 9 as the null label), in a pipeline directory.
+/// Writes a pipeline directory with a small randomly initialised U-Net of
+/// ten class embeddings (labels 0 to 8, and 9 as the null label), and
+/// loads it.
 fn conditional_pipeline() -> (tempfile::TempDir, Pipeline) {
     let config = diffusion::Config {
         sample_size: Some(diffusion::SampleSize::Square(8)),

@@ -159,8 +159,8 @@ fn blank_images(n: i64, labels: Option<&[i64]>) -> (ImageSet, ImageSet) {
     (set(), set())
 }
 
-/// The small U-Net with eleven class embeddings: the ten digits and the
-/// null label.
+/// Returns the small U-Net config with eleven class embeddings: the ten
+/// digits and the null label.
 fn conditional_config() -> Config {
     Config {
         num_class_embeds: Some(11),

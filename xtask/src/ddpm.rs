@@ -33,9 +33,12 @@ const DEFAULT_SAMPLE_STEPS: i64 = 100;
 /// ddpm` for a class-conditional pipeline.
 const DEFAULT_GUIDANCE: f64 = 2.0;
 
-/// The digit classes of MNIST. A class-conditional U-Net has one more class
-/// embedding, the null label of classifier-free guidance.
+/// The digit classes of MNIST.
 const DIGIT_CLASSES: i64 = 10;
+
+/// The class embeddings of a class-conditional digits U-Net: one per digit,
+/// and the null label of classifier-free guidance.
+const CLASS_EMBEDDINGS: i64 = DIGIT_CLASSES + 1;
 
 /// Maximum `--batch-size` accepted.
 const MAX_BATCH: i64 = 4096;
@@ -397,22 +400,22 @@ fn training_config(args: &TrainArgs, conditional: bool) -> Result<Config> {
         );
         if let Some(classes) = config.num_class_embeds {
             ensure!(
-                conditional && classes == DIGIT_CLASSES + 1,
+                conditional && classes == CLASS_EMBEDDINGS,
                 "{} sets num_class_embeds {classes}: remove the key, since --conditioning \
                  class adds the {} class embeddings of the digits and the null label, and \
                  --conditioning none has none",
                 path.display(),
-                DIGIT_CLASSES + 1
+                CLASS_EMBEDDINGS
             );
         }
         Config {
             sample_size: Some(SampleSize::Square(32)),
-            num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
+            num_class_embeds: conditional.then_some(CLASS_EMBEDDINGS),
             ..config
         }
     } else {
         Config {
-            num_class_embeds: conditional.then_some(DIGIT_CLASSES + 1),
+            num_class_embeds: conditional.then_some(CLASS_EMBEDDINGS),
             ..Config::mnist()
         }
     };
